@@ -1,0 +1,324 @@
+/*
+ * vdisk.h - the public interface of libvdisk.
+ *
+ * libvdisk stores virtual disks as chains of copy-on-write layer files
+ * ("vdk" files, described byte by byte in docs/FORMAT.md).  This header is
+ * the manual: every function says what it does, who owns what, what it
+ * returns and which errors it reports.
+ *
+ * Conventions
+ *  - Every function that can fail returns 0 (or a non-negative count) on
+ *    success and a negative errno on failure.  The message for a person is
+ *    set once, where the error is detected, and can be read with
+ *    vd_errmsg() until the next failing libvdisk call in the same thread.
+ *  - Handles are opaque.  A handle is used by one thread at a time; the
+ *    library keeps no global mutable state except the per-thread message.
+ *  - Offsets and lengths of I/O are in bytes and must be multiples of
+ *    VD_SECTOR_SIZE (512).  Buffers may have any alignment: the library
+ *    bounces misaligned buffers when the file uses O_DIRECT.
+ *  - Depth: in a chain, the top (writable) layer has depth 1, its parent
+ *    depth 2, and so on.  Depth 0 means "no layer holds this range".
+ */
+#ifndef VDISK_H
+#define VDISK_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define VD_SECTOR_SIZE      512u
+#define VD_SUBBLOCK_SIZE    4096u              /* sub-block state granularity */
+#define VD_MIN_BLOCK_SIZE   4096u
+#define VD_MAX_BLOCK_SIZE   (2u << 20)
+#define VD_DEFAULT_BLOCK_SIZE 65536u
+#define VD_MAX_SIZE         (64ull << 40)      /* largest virtual size: 64 TiB */
+#define VD_PARENT_HINT_MAX  255u               /* longest parent file-name hint */
+
+/* ------------------------------------------------------------------ */
+/* Errors                                                              */
+/* ------------------------------------------------------------------ */
+
+/* The message of the last failure in this thread ("" if none).  The string
+ * is owned by the library and valid until the next libvdisk call in this
+ * thread that fails. */
+const char *vd_errmsg(void);
+
+/* ------------------------------------------------------------------ */
+/* Identifiers                                                         */
+/* ------------------------------------------------------------------ */
+
+typedef struct vd_uuid {
+    uint8_t b[16];
+} vd_uuid;
+
+/* Formats a UUID as 36 characters + NUL into out (at least 37 bytes). */
+void vd_uuid_format(const vd_uuid *u, char out[37]);
+/* Parses the 36-character form.  Returns 0 or -EINVAL. */
+int vd_uuid_parse(const char *s, vd_uuid *u);
+bool vd_uuid_is_null(const vd_uuid *u);
+
+/* ------------------------------------------------------------------ */
+/* Creating layers                                                     */
+/* ------------------------------------------------------------------ */
+
+enum vd_digest {
+    VD_DIGEST_NONE = 0,
+    VD_DIGEST_SHA256 = 1,
+};
+
+struct vd_create_opts {
+    uint64_t size;           /* virtual size in bytes, multiple of 512, <= VD_MAX_SIZE.
+                                0 with a parent: the parent's size */
+    uint32_t block_size;     /* power of two in [4 KiB, 2 MiB]; 0 = default (64 KiB),
+                                or the parent's block size when there is a parent */
+    enum vd_digest digest;   /* per-block digests kept in the index */
+    const char *parent;      /* path of the parent layer, or NULL for a base layer.
+                                The parent is frozen (made read-only forever) by this
+                                call if it is not frozen yet.  The child records the
+                                parent's UUID and its file name as a hint. */
+};
+
+/* Creates a new, empty layer file at path (which must not exist: -EEXIST).
+ * With a parent, the new layer is a delta that reads through to it.
+ * The file is complete and durable (fsynced) when this returns.
+ * On success writes the new layer's UUID to *uuid_out when it is not NULL.
+ * Errors: -EINVAL (bad size/block size/digest, block size differing from
+ * the parent's), -EEXIST, -ENOSPC, -EIO, errors of opening the parent. */
+int vd_layer_create(const char *path, const struct vd_create_opts *opts,
+                    vd_uuid *uuid_out);
+
+/* Makes a layer read-only forever (sets the frozen flag in its header).
+ * Idempotent.  Fails with -EBUSY if the layer is marked dirty (closed
+ * uncleanly: run vd_layer_check first). */
+int vd_layer_freeze(const char *path);
+
+/* ------------------------------------------------------------------ */
+/* I/O contexts                                                        */
+/* ------------------------------------------------------------------ */
+
+/* A context owns one libaio queue and an eventfd.  Any number of chains can
+ * be opened on one context; callbacks of their requests run only inside
+ * vd_ctx_poll() of that context.  One context per event-loop thread. */
+struct vd_ctx;
+
+/* queue_depth: maximum I/O operations in flight (0 = 256). */
+int vd_ctx_new(unsigned queue_depth, struct vd_ctx **out);
+/* Frees the context.  All chains opened on it must be closed first. */
+void vd_ctx_free(struct vd_ctx *ctx);
+/* A file descriptor that becomes readable when completions are pending
+ * (poll/epoll it for POLLIN and then call vd_ctx_poll with timeout 0). */
+int vd_ctx_fd(const struct vd_ctx *ctx);
+/* Reaps completed I/O and runs the callbacks of finished requests.
+ * Waits up to timeout_ms (-1 = forever, 0 = not at all) for at least one
+ * event if none is ready.  Returns the number of requests completed, or a
+ * negative errno.  Callbacks may submit new requests. */
+int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms);
+/* Number of requests submitted on this context and not yet completed. */
+unsigned vd_ctx_inflight(const struct vd_ctx *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Chains (an open virtual disk)                                       */
+/* ------------------------------------------------------------------ */
+
+struct vd_chain;
+
+/* Maps a parent UUID to the path of its file.  hint is the parent file name
+ * recorded in the child, child_path the path of the child.  Writes a NUL-
+ * terminated path into out (size outlen) and returns 0, or returns a
+ * negative errno.  The library always checks that the file found has the
+ * expected UUID, so a resolver cannot make a chain read a wrong file. */
+typedef int (*vd_resolve_fn)(void *opaque, const vd_uuid *parent,
+                             const char *hint, const char *child_path,
+                             char *out, size_t outlen);
+
+/* A set of open frozen layers shared by chains (linked clones of one
+ * template share their template's layers, and the memory of their index).
+ * A cache must outlive the chains that use it and belongs to one context. */
+struct vd_layer_cache;
+int vd_layer_cache_new(struct vd_layer_cache **out);
+/* Frees the cache; fails with -EBUSY while a chain still uses it. */
+int vd_layer_cache_free(struct vd_layer_cache *cache);
+
+enum {
+    VD_OPEN_RDWR      = 1u << 0,   /* open the top layer for writing */
+    VD_OPEN_BUFFERED  = 1u << 1,   /* use the page cache instead of O_DIRECT */
+};
+
+struct vd_open_opts {
+    unsigned flags;             /* VD_OPEN_* */
+    vd_resolve_fn resolve;      /* NULL: the parent hint, in the child's directory */
+    void *resolve_opaque;
+    struct vd_layer_cache *cache; /* NULL: layers are not shared */
+};
+
+/* Opens the layer at path and, through parent UUIDs, the whole chain below
+ * it.  With VD_OPEN_RDWR the top layer must not be frozen (-EROFS) and it is
+ * marked dirty until vd_chain_close; an already-dirty layer opens fine (it
+ * was closed uncleanly; its index is consistent by design) and stays dirty
+ * in vd_layer_info until closed cleanly.  A layer is opened with O_DIRECT
+ * unless VD_OPEN_BUFFERED is given or the filesystem refuses O_DIRECT.
+ * opts may be NULL (read-only, defaults).
+ * Errors: -ENOENT, -EACCES, -EROFS, -EINVAL or -EUCLEAN (not a layer file,
+ * or a corrupt one: vd_errmsg says what), -ELOOP (parent cycle or chain
+ * deeper than 4096), -ENOMEM, -EIO. */
+int vd_chain_open(struct vd_ctx *ctx, const char *path,
+                  const struct vd_open_opts *opts, struct vd_chain **out);
+
+/* Waits for the chain's requests, flushes a writable top layer, clears its
+ * dirty flag and frees everything.  Returns 0 or the first error met while
+ * flushing (the chain is freed in every case). */
+int vd_chain_close(struct vd_chain *chain);
+
+/* Number of layers (>= 1). */
+unsigned vd_chain_depth(const struct vd_chain *chain);
+/* Virtual size of the chain (the top layer's size). */
+uint64_t vd_chain_size(const struct vd_chain *chain);
+uint32_t vd_chain_block_size(const struct vd_chain *chain);
+bool vd_chain_writable(const struct vd_chain *chain);
+/* Path of the layer at depth (1 = top), or NULL if depth is out of range.
+ * Owned by the chain. */
+const char *vd_chain_layer_path(const struct vd_chain *chain, unsigned depth);
+
+/* Freezes the top layer and stacks a new empty delta layer created at
+ * new_top_path on it, which becomes the writable top: a snapshot, in
+ * constant time.  The chain must be writable.  Waits for in-flight writes
+ * and flushes first.  On error the chain is unchanged. */
+int vd_chain_push(struct vd_chain *chain, const char *new_top_path);
+
+/* ------------------------------------------------------------------ */
+/* Layer information                                                   */
+/* ------------------------------------------------------------------ */
+
+struct vd_layer_info {
+    vd_uuid uuid;
+    vd_uuid parent_uuid;        /* null UUID: a base layer */
+    char parent_hint[VD_PARENT_HINT_MAX + 1];
+    uint64_t size;              /* virtual size */
+    uint32_t block_size;
+    enum vd_digest digest;
+    bool frozen;
+    bool dirty;                 /* not closed cleanly since last opened for writing */
+    uint64_t allocated;         /* bytes of virtual disk this layer holds data for
+                                   (present sub-blocks x 4 KiB) */
+    uint64_t zeroed;            /* bytes this layer marks as zero */
+    uint64_t file_size;         /* size of the file on disk */
+    uint64_t create_time;       /* seconds since the epoch */
+};
+
+/* Information about the layer at depth (1 = top) of an open chain. */
+int vd_chain_layer_info(const struct vd_chain *chain, unsigned depth,
+                        struct vd_layer_info *info);
+
+/* Information about one layer file, opened read-only on its own (its
+ * parent is not opened). */
+int vd_layer_info(const char *path, struct vd_layer_info *info);
+
+/* ------------------------------------------------------------------ */
+/* Asynchronous I/O                                                    */
+/* ------------------------------------------------------------------ */
+
+/* Completion callback: result is 0 or a negative errno. */
+typedef void (*vd_io_cb)(void *opaque, int result);
+
+enum {
+    VD_IO_FUA = 1u << 0,   /* write/zero: durable when the callback runs */
+};
+
+/* Each submit function returns 0 when the request was accepted (the
+ * callback will run exactly once, from vd_ctx_poll, never from inside the
+ * submit call) or a negative errno when it was refused (the callback will
+ * not run): -EINVAL misaligned, -ENOSPC beyond the end of the disk (offset +
+ * length > size, checked without overflow), -EROFS on a read-only chain,
+ * -ENOMEM.  Buffers must stay valid until the callback.  Requests may
+ * complete in any order; overlapping requests in flight at the same time
+ * complete as if executed in some order. */
+int vd_aio_read(struct vd_chain *chain, void *buf, uint64_t offset,
+                size_t length, vd_io_cb cb, void *opaque);
+int vd_aio_write(struct vd_chain *chain, const void *buf, uint64_t offset,
+                 size_t length, unsigned flags, vd_io_cb cb, void *opaque);
+/* Makes every write that completed before this call durable. */
+int vd_aio_flush(struct vd_chain *chain, vd_io_cb cb, void *opaque);
+/* The range reads as zeroes afterwards.  In a delta this hides the parent's
+ * data without writing data blocks. */
+int vd_aio_zero(struct vd_chain *chain, uint64_t offset, uint64_t length,
+                unsigned flags, vd_io_cb cb, void *opaque);
+/* TRIM: the range's space may be released.  It reads as zeroes afterwards
+ * (so a discard in a delta hides the parent's data, as zero does). */
+int vd_aio_discard(struct vd_chain *chain, uint64_t offset, uint64_t length,
+                   vd_io_cb cb, void *opaque);
+
+/* Synchronous wrappers: submit, then poll the chain's context until the
+ * request completes.  Must not be called from inside a callback. */
+int vd_read(struct vd_chain *chain, void *buf, uint64_t offset, size_t length);
+int vd_write(struct vd_chain *chain, const void *buf, uint64_t offset,
+             size_t length, unsigned flags);
+int vd_flush(struct vd_chain *chain);
+int vd_zero(struct vd_chain *chain, uint64_t offset, uint64_t length,
+            unsigned flags);
+int vd_discard(struct vd_chain *chain, uint64_t offset, uint64_t length);
+
+/* ------------------------------------------------------------------ */
+/* Block status                                                        */
+/* ------------------------------------------------------------------ */
+
+enum vd_extent_type {
+    VD_EXTENT_HOLE = 0,   /* no layer holds it: reads as zeroes */
+    VD_EXTENT_ZERO = 1,   /* a layer marks it zero: reads as zeroes */
+    VD_EXTENT_DATA = 2,   /* a layer holds data for it */
+};
+
+struct vd_extent {
+    uint64_t offset;
+    uint64_t length;
+    enum vd_extent_type type;
+    unsigned depth;       /* depth of the owning layer; 0 for holes */
+};
+
+/* Describes [offset, offset+length) as consecutive extents, merging
+ * neighbours of equal type and depth.  Fills at most max extents and
+ * returns how many were filled (>= 1 when length > 0); the caller asks
+ * again from the end of the last one for more.  Reflects completed writes.
+ * Runs in memory, no I/O.  Errors: -EINVAL, -ENOSPC (beyond the end). */
+int vd_block_status(struct vd_chain *chain, uint64_t offset, uint64_t length,
+                    struct vd_extent *ext, size_t max);
+
+/* ------------------------------------------------------------------ */
+/* Checking and repair                                                 */
+/* ------------------------------------------------------------------ */
+
+enum {
+    VD_CHECK_REPAIR = 1u << 0,   /* fix what can be fixed: leaks, dirty flag */
+    VD_CHECK_VERIFY = 1u << 1,   /* re-hash every block that has a digest */
+};
+
+struct vd_check_result {
+    uint64_t corruptions;        /* structural errors found (unrepairable) */
+    uint64_t leaked_bytes;       /* file space no index entry refers to */
+    uint64_t digest_mismatches;  /* blocks whose data no longer matches */
+    uint64_t blocks_checked;
+    uint64_t repaired;           /* problems fixed by VD_CHECK_REPAIR */
+    bool dirty;                  /* the layer was marked dirty */
+};
+
+/* Called once per finding with a one-line message (no newline). */
+typedef void (*vd_report_fn)(void *opaque, const char *msg);
+
+/* Checks the structure of one layer file (not its parents): headers, index
+ * pages, that every offset lies inside the file and no two users share
+ * space, and (with VD_CHECK_VERIFY) each block's digest.  The layer must not
+ * be open for writing elsewhere.  Returns 0 when the check ran (look at
+ * *res), or a negative errno when it could not run at all (-EUCLEAN: not
+ * even the header could be read). */
+int vd_layer_check(const char *path, unsigned flags,
+                   struct vd_check_result *res, vd_report_fn report,
+                   void *opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* VDISK_H */

@@ -1,0 +1,398 @@
+/*
+ * io.c - the I/O engine: contexts, libaio submission and completion, and
+ * the synchronous file helpers used for metadata.
+ *
+ * A context drives one libaio queue.  Operations beyond the queue depth
+ * wait in a FIFO and are submitted as slots free up.  When a test backend
+ * is installed (vd-testing.h), operations are carried out synchronously
+ * through it and completed from vd_ctx_poll like any other.
+ */
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include "vd-internal.h"
+
+static ssize_t real_pread(int fd, void *buf, size_t len, off_t off)
+{
+    return pread(fd, buf, len, off);
+}
+static ssize_t real_pwrite(int fd, const void *buf, size_t len, off_t off)
+{
+    return pwrite(fd, buf, len, off);
+}
+static int real_fallocate(int fd, int mode, off_t off, off_t len)
+{
+    return fallocate(fd, mode, off, len);
+}
+
+static const struct vd_io_backend real_backend = {
+    .pread = real_pread,
+    .pwrite = real_pwrite,
+    .fdatasync = fdatasync,
+    .fallocate = real_fallocate,
+    .ftruncate = ftruncate,
+};
+
+const struct vd_io_backend *vdi_be = &real_backend;
+bool vdi_be_custom;
+struct vdi_io_stats vdi_stats;
+
+void vdi_set_backend(const struct vd_io_backend *be)
+{
+    vdi_be = be ? be : &real_backend;
+    vdi_be_custom = be != NULL;
+}
+
+void vdi_get_io_stats(struct vdi_io_stats *st)
+{
+    *st = vdi_stats;
+}
+
+void vdi_reset_io_stats(void)
+{
+    memset(&vdi_stats, 0, sizeof(vdi_stats));
+}
+
+void *vdi_alloc_aligned(size_t len)
+{
+    void *p = NULL;
+    if (posix_memalign(&p, VDF_PAGE, len ? len : VDF_PAGE))
+        return NULL;
+    memset(p, 0, len);
+    return p;
+}
+
+int vdi_pread_full(int fd, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    while (len) {
+        ssize_t r = vdi_be->pread(fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0) {
+            memset(p, 0, len);
+            return -ENODATA;
+        }
+        __atomic_add_fetch(&vdi_stats.bytes_read, (uint64_t)r, __ATOMIC_RELAXED);
+        p += r;
+        off += (uint64_t)r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+int vdi_pwrite_full(int fd, const void *buf, size_t len, uint64_t off, bool meta)
+{
+    const uint8_t *p = buf;
+    while (len) {
+        ssize_t r = vdi_be->pwrite(fd, p, len, (off_t)off);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (r == 0)
+            return -EIO;
+        __atomic_add_fetch(meta ? &vdi_stats.meta_bytes_written
+                                : &vdi_stats.data_bytes_written,
+                           (uint64_t)r, __ATOMIC_RELAXED);
+        p += r;
+        off += (uint64_t)r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+int vdi_fdatasync(int fd)
+{
+    __atomic_add_fetch(&vdi_stats.syncs, 1, __ATOMIC_RELAXED);
+    if (vdi_be->fdatasync(fd) < 0)
+        return -errno;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+
+int vd_ctx_new(unsigned queue_depth, struct vd_ctx **out)
+{
+    struct vd_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return vdi_err(-ENOMEM, "out of memory");
+    ctx->depth = queue_depth ? queue_depth : 256;
+    if (ctx->depth > 65536)
+        ctx->depth = 65536;
+    ctx->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (ctx->efd < 0) {
+        int e = -errno;
+        free(ctx);
+        return vdi_err(e, "eventfd: %s", strerror(-e));
+    }
+    ctx->aio_fsync_ok = true;
+    if (!vdi_be_custom) {
+        int r = io_setup((int)ctx->depth, &ctx->aio);
+        if (r == 0) {
+            ctx->use_aio = true;
+            ctx->events = calloc(ctx->depth, sizeof(*ctx->events));
+            if (!ctx->events) {
+                io_destroy(ctx->aio);
+                close(ctx->efd);
+                free(ctx);
+                return vdi_err(-ENOMEM, "out of memory");
+            }
+        }
+        /* Without libaio (e.g. aio-max-nr exhausted) requests run
+         * synchronously: slower, still correct. */
+    }
+    *out = ctx;
+    return 0;
+}
+
+void vd_ctx_free(struct vd_ctx *ctx)
+{
+    if (!ctx)
+        return;
+    if (ctx->use_aio)
+        io_destroy(ctx->aio);
+    close(ctx->efd);
+    free(ctx->events);
+    free(ctx);
+}
+
+int vd_ctx_fd(const struct vd_ctx *ctx)
+{
+    return ctx->efd;
+}
+
+unsigned vd_ctx_inflight(const struct vd_ctx *ctx)
+{
+    return ctx->reqs_inflight;
+}
+
+static void signal_efd(struct vd_ctx *ctx)
+{
+    uint64_t one = 1;
+    ssize_t r = write(ctx->efd, &one, sizeof(one));
+    (void)r;   /* EAGAIN: the counter is already non-zero, which is enough */
+}
+
+void vdi_defer(struct vd_ctx *ctx, struct vdi_defer *d)
+{
+    d->next = NULL;
+    if (ctx->defer_tail)
+        ctx->defer_tail->next = d;
+    else
+        ctx->defer_head = d;
+    ctx->defer_tail = d;
+    signal_efd(ctx);
+}
+
+static void push_done(struct vd_ctx *ctx, struct vdi_op *op)
+{
+    op->next = NULL;
+    if (ctx->done_tail)
+        ctx->done_tail->next = op;
+    else
+        ctx->done_head = op;
+    ctx->done_tail = op;
+}
+
+/* Carries out op with plain system calls (test backend, or no libaio). */
+static void run_sync(struct vd_ctx *ctx, struct vdi_op *op)
+{
+    int r;
+    switch (op->kind) {
+    case VDI_OP_READ:
+        r = vdi_pread_full(op->fd, op->buf, op->len, op->off);
+        if (r == -ENODATA)
+            r = 0;   /* past the end of file reads as zeroes */
+        break;
+    case VDI_OP_WRITE:
+        r = vdi_pwrite_full(op->fd, op->buf, op->len, op->off, op->meta);
+        break;
+    default:
+        r = vdi_fdatasync(op->fd);
+        break;
+    }
+    op->res = r;
+    push_done(ctx, op);
+    signal_efd(ctx);
+}
+
+static int kernel_submit(struct vd_ctx *ctx, struct vdi_op *op)
+{
+    struct iocb *cb = &op->iocb;
+    switch (op->kind) {
+    case VDI_OP_READ:
+        io_prep_pread(cb, op->fd, op->buf, op->len, (long long)op->off);
+        break;
+    case VDI_OP_WRITE:
+        io_prep_pwrite(cb, op->fd, op->buf, op->len, (long long)op->off);
+        break;
+    default:
+        io_prep_fdsync(cb, op->fd);
+        break;
+    }
+    io_set_eventfd(cb, ctx->efd);
+    struct iocb *cbs[1] = { cb };
+    int r = io_submit(ctx->aio, 1, cbs);
+    if (r == 1) {
+        ctx->ops_in_kernel++;
+        if (op->kind == VDI_OP_WRITE)
+            __atomic_add_fetch(op->meta ? &vdi_stats.meta_bytes_written
+                                        : &vdi_stats.data_bytes_written,
+                               (uint64_t)op->len, __ATOMIC_RELAXED);
+        else if (op->kind == VDI_OP_READ)
+            __atomic_add_fetch(&vdi_stats.bytes_read, (uint64_t)op->len,
+                               __ATOMIC_RELAXED);
+        else
+            __atomic_add_fetch(&vdi_stats.syncs, 1, __ATOMIC_RELAXED);
+        return 0;
+    }
+    return r < 0 ? r : -EAGAIN;
+}
+
+void vdi_op_submit(struct vd_ctx *ctx, struct vdi_op *op)
+{
+    op->ctx = ctx;
+    op->next = NULL;
+    if (!ctx->use_aio || (op->kind == VDI_OP_FSYNC && !ctx->aio_fsync_ok)) {
+        run_sync(ctx, op);
+        return;
+    }
+    if (ctx->ops_in_kernel >= ctx->depth || ctx->wait_head) {
+        if (ctx->wait_tail)
+            ctx->wait_tail->next = op;
+        else
+            ctx->wait_head = op;
+        ctx->wait_tail = op;
+        return;
+    }
+    int r = kernel_submit(ctx, op);
+    if (r == -EAGAIN && ctx->ops_in_kernel > 0) {
+        ctx->wait_head = ctx->wait_tail = op;
+        return;
+    }
+    if (r < 0) {
+        /* The kernel refused the submission itself: fall back to doing it
+         * synchronously rather than failing the request. */
+        run_sync(ctx, op);
+    }
+}
+
+static void submit_waiting(struct vd_ctx *ctx)
+{
+    while (ctx->wait_head && ctx->ops_in_kernel < ctx->depth) {
+        struct vdi_op *op = ctx->wait_head;
+        ctx->wait_head = op->next;
+        if (!ctx->wait_head)
+            ctx->wait_tail = NULL;
+        op->next = NULL;
+        int r = kernel_submit(ctx, op);
+        if (r == -EAGAIN && ctx->ops_in_kernel > 0) {
+            op->next = ctx->wait_head;
+            ctx->wait_head = op;
+            if (!ctx->wait_tail)
+                ctx->wait_tail = op;
+            return;
+        }
+        if (r < 0)
+            run_sync(ctx, op);
+    }
+}
+
+static void complete_kernel_op(struct vd_ctx *ctx, struct vdi_op *op, long res)
+{
+    ctx->ops_in_kernel--;
+    int r;
+    if (res < 0) {
+        r = (int)res;
+        if (op->kind == VDI_OP_FSYNC && r == -EINVAL) {
+            /* Old kernels have no aio fsync: do it here, and from now on
+             * synchronously. */
+            ctx->aio_fsync_ok = false;
+            r = vdi_fdatasync(op->fd);
+        }
+    } else if (op->kind != VDI_OP_FSYNC && (size_t)res < op->len) {
+        if (op->kind == VDI_OP_READ) {
+            /* Short read: finish it synchronously (end of file reads as
+             * zeroes; any other reason is retried by the helper). */
+            uint8_t *b = op->buf;
+            r = vdi_pread_full(op->fd, b + res, op->len - (size_t)res,
+                               op->off + (uint64_t)res);
+            if (r == -ENODATA)
+                r = 0;
+        } else {
+            const uint8_t *b = op->buf;
+            r = vdi_pwrite_full(op->fd, b + res, op->len - (size_t)res,
+                                op->off + (uint64_t)res, op->meta);
+        }
+    } else {
+        r = 0;
+    }
+    op->done(op, r);
+}
+
+int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
+{
+    unsigned before = ctx->reqs_completed;
+    uint64_t cnt;
+    ssize_t rr = read(ctx->efd, &cnt, sizeof(cnt));
+    (void)rr;
+
+    for (;;) {
+        bool progress = false;
+        while (ctx->done_head) {
+            struct vdi_op *op = ctx->done_head;
+            ctx->done_head = op->next;
+            if (!ctx->done_head)
+                ctx->done_tail = NULL;
+            op->done(op, (int)op->res);
+            progress = true;
+        }
+        while (ctx->defer_head) {
+            struct vdi_defer *d = ctx->defer_head;
+            ctx->defer_head = d->next;
+            if (!ctx->defer_head)
+                ctx->defer_tail = NULL;
+            d->fn(d);
+            progress = true;
+        }
+        if (ctx->use_aio && ctx->ops_in_kernel > 0) {
+            bool may_wait = !progress && ctx->reqs_completed == before &&
+                            timeout_ms != 0;
+            struct timespec ts = { 0, 0 }, *tsp = &ts;
+            if (may_wait) {
+                if (timeout_ms < 0) {
+                    tsp = NULL;
+                } else {
+                    ts.tv_sec = timeout_ms / 1000;
+                    ts.tv_nsec = (long)(timeout_ms % 1000) * 1000000L;
+                }
+            }
+            int n = io_getevents(ctx->aio, may_wait ? 1 : 0, (long)ctx->depth,
+                                 ctx->events, tsp);
+            if (n < 0 && n != -EINTR)
+                return vdi_err(n, "io_getevents: %s", strerror(-n));
+            for (int i = 0; i < n; i++) {
+                struct vdi_op *op = (struct vdi_op *)ctx->events[i].obj;
+                complete_kernel_op(ctx, op, (long)ctx->events[i].res);
+                progress = true;
+            }
+            submit_waiting(ctx);
+            if (n > 0)
+                continue;
+            if (may_wait)
+                break;   /* timed out */
+        }
+        if (!progress)
+            break;
+        if (ctx->reqs_completed != before && !ctx->done_head && !ctx->defer_head)
+            break;
+    }
+    return (int)(ctx->reqs_completed - before);
+}
