@@ -223,7 +223,7 @@ static void run_sync(struct vd_ctx *ctx, struct vdi_op *op)
     signal_efd(ctx);
 }
 
-static int kernel_submit(struct vd_ctx *ctx, struct vdi_op *op)
+static void prep(struct vd_ctx *ctx, struct vdi_op *op)
 {
     struct iocb *cb = &op->iocb;
     switch (op->kind) {
@@ -238,22 +238,18 @@ static int kernel_submit(struct vd_ctx *ctx, struct vdi_op *op)
         break;
     }
     io_set_eventfd(cb, ctx->efd);
-    struct iocb *cbs[1] = { cb };
-    int r = io_submit(ctx->aio, 1, cbs);
-    if (r == 1) {
-        ctx->ops_in_kernel++;
-        if (op->kind == VDI_OP_WRITE)
-            __atomic_add_fetch(op->meta ? &vdi_stats.meta_bytes_written
-                                        : &vdi_stats.data_bytes_written,
-                               (uint64_t)op->len, __ATOMIC_RELAXED);
-        else if (op->kind == VDI_OP_READ)
-            __atomic_add_fetch(&vdi_stats.bytes_read, (uint64_t)op->len,
-                               __ATOMIC_RELAXED);
-        else
-            __atomic_add_fetch(&vdi_stats.syncs, 1, __ATOMIC_RELAXED);
-        return 0;
-    }
-    return r < 0 ? r : -EAGAIN;
+}
+
+static void account(const struct vdi_op *op)
+{
+    if (op->kind == VDI_OP_WRITE)
+        __atomic_add_fetch(op->meta ? &vdi_stats.meta_bytes_written
+                                    : &vdi_stats.data_bytes_written,
+                           (uint64_t)op->len, __ATOMIC_RELAXED);
+    else if (op->kind == VDI_OP_READ)
+        __atomic_add_fetch(&vdi_stats.bytes_read, (uint64_t)op->len, __ATOMIC_RELAXED);
+    else
+        __atomic_add_fetch(&vdi_stats.syncs, 1, __ATOMIC_RELAXED);
 }
 
 void vdi_op_submit(struct vd_ctx *ctx, struct vdi_op *op)
@@ -264,44 +260,49 @@ void vdi_op_submit(struct vd_ctx *ctx, struct vdi_op *op)
         run_sync(ctx, op);
         return;
     }
-    if (ctx->ops_in_kernel >= ctx->depth || ctx->wait_head) {
-        if (ctx->wait_tail)
-            ctx->wait_tail->next = op;
-        else
-            ctx->wait_head = op;
-        ctx->wait_tail = op;
-        return;
-    }
-    int r = kernel_submit(ctx, op);
-    if (r == -EAGAIN && ctx->ops_in_kernel > 0) {
-        ctx->wait_head = ctx->wait_tail = op;
-        return;
-    }
-    if (r < 0) {
-        /* The kernel refused the submission itself: fall back to doing it
-         * synchronously rather than failing the request. */
-        run_sync(ctx, op);
-    }
+    /* Queued here, handed to the kernel in batches by vdi_ctx_kick. */
+    if (ctx->wait_tail)
+        ctx->wait_tail->next = op;
+    else
+        ctx->wait_head = op;
+    ctx->wait_tail = op;
 }
 
-static void submit_waiting(struct vd_ctx *ctx)
+#define KICK_BATCH 64
+
+void vdi_ctx_kick(struct vd_ctx *ctx)
 {
+    struct iocb *cbs[KICK_BATCH];
     while (ctx->wait_head && ctx->ops_in_kernel < ctx->depth) {
-        struct vdi_op *op = ctx->wait_head;
-        ctx->wait_head = op->next;
+        unsigned room = ctx->depth - ctx->ops_in_kernel;
+        unsigned n = 0;
+        for (struct vdi_op *op = ctx->wait_head; op && n < KICK_BATCH && n < room;
+             op = op->next) {
+            prep(ctx, op);
+            cbs[n++] = &op->iocb;
+        }
+        int r = io_submit(ctx->aio, (long)n, cbs);
+        if (r == -EAGAIN && ctx->ops_in_kernel > 0)
+            return;   /* retried when completions free room */
+        if (r <= 0) {
+            /* The kernel refused the first one: do it synchronously
+             * rather than fail the request. */
+            struct vdi_op *op = ctx->wait_head;
+            ctx->wait_head = op->next;
+            if (!ctx->wait_head)
+                ctx->wait_tail = NULL;
+            run_sync(ctx, op);
+            continue;
+        }
+        for (int i = 0; i < r; i++) {
+            struct vdi_op *op = ctx->wait_head;
+            ctx->wait_head = op->next;
+            op->next = NULL;
+            account(op);
+            ctx->ops_in_kernel++;
+        }
         if (!ctx->wait_head)
             ctx->wait_tail = NULL;
-        op->next = NULL;
-        int r = kernel_submit(ctx, op);
-        if (r == -EAGAIN && ctx->ops_in_kernel > 0) {
-            op->next = ctx->wait_head;
-            ctx->wait_head = op;
-            if (!ctx->wait_tail)
-                ctx->wait_tail = op;
-            return;
-        }
-        if (r < 0)
-            run_sync(ctx, op);
     }
 }
 
@@ -346,6 +347,7 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
 
     for (;;) {
         bool progress = false;
+        vdi_ctx_kick(ctx);
         while (ctx->done_head) {
             struct vdi_op *op = ctx->done_head;
             ctx->done_head = op->next;
@@ -362,6 +364,7 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
             d->fn(d);
             progress = true;
         }
+        vdi_ctx_kick(ctx);
         if (ctx->use_aio && ctx->ops_in_kernel > 0) {
             bool may_wait = !progress && ctx->reqs_completed == before &&
                             timeout_ms != 0;
@@ -383,7 +386,6 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
                 complete_kernel_op(ctx, op, (long)ctx->events[i].res);
                 progress = true;
             }
-            submit_waiting(ctx);
             if (n > 0)
                 continue;
             if (may_wait)

@@ -589,7 +589,7 @@ static int check_range(struct vd_chain *c, uint64_t off, uint64_t len)
     return 0;
 }
 
-static int submit(struct vd_chain *c, enum req_type type, void *buf, uint64_t off,
+static int submit_req(struct vd_chain *c, enum req_type type, void *buf, uint64_t off,
                   uint64_t len, unsigned flags, vd_io_cb cb, void *opaque)
 {
     int r;
@@ -668,6 +668,15 @@ static int submit(struct vd_chain *c, enum req_type type, void *buf, uint64_t of
     c->writes = q;
     req_start(q);
     return 0;
+}
+
+static int submit(struct vd_chain *c, enum req_type type, void *buf, uint64_t off,
+                  uint64_t len, unsigned flags, vd_io_cb cb, void *opaque)
+{
+    int r = submit_req(c, type, buf, off, len, flags, cb, opaque);
+    if (r == 0)
+        vdi_ctx_kick(c->ctx);
+    return r;
 }
 
 int vd_aio_read(struct vd_chain *c, void *buf, uint64_t offset, size_t length,

@@ -78,6 +78,8 @@ struct vd_ctx {
 
 /* Submits op; op->done runs later from vd_ctx_poll. */
 void vdi_op_submit(struct vd_ctx *ctx, struct vdi_op *op);
+/* Hands queued operations to the kernel (end of every submit and poll). */
+void vdi_ctx_kick(struct vd_ctx *ctx);
 void vdi_defer(struct vd_ctx *ctx, struct vdi_defer *d);
 
 /* ---- layers (layer.c) ---- */
