@@ -1,0 +1,245 @@
+# vdisk - the one Makefile.
+#
+#   make             library, CLI, unit/model/crash tests and benchmarks, into build/
+#   make test        install missing packages, build everything (plus the ASan/UBSan
+#                    build and the fuzzers), then run the whole suite
+#   make run         install missing packages, build, run scripts/demo.sh
+#   make bench       install missing packages, build, run tests/bench/run-bench.sh
+#   make asan        the same build with ASan+UBSan, into build/asan/
+#   make fuzzers     the libFuzzer targets (clang), into build/fuzz/
+#   make fuzz        a long fuzz run (tests/fuzz/run-fuzz.sh long)
+#   make install     PREFIX=/usr/local, DESTDIR= for staging
+#   make clean
+#
+# Sources are found by wildcard: adding a .c file needs no edit here.
+#   libvdisk/src/*.c          -> build/lib/libvdisk.a, build/lib/libvdisk.so
+#   vdisk-cli/*.c             -> build/bin/vdisk
+#   tests/{unit,model,crash}/test-NAME.c -> build/tests/test-NAME
+#                                (the folder's other .c files are shared helpers)
+#   tests/bench/NAME.c        -> build/bench/NAME
+#   tests/fuzz/fuzz-NAME.c    -> build/fuzz/fuzz-NAME (clang + libFuzzer)
+#
+# V=1 shows the full commands.
+
+MAKEFLAGS += --no-print-directory
+
+BUILD   ?= build
+PREFIX  ?= /usr/local
+BINDIR  ?= $(PREFIX)/bin
+LIBDIR  ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+
+# make's built-in default for CC is "cc"; we want gcc unless told otherwise.
+ifeq ($(origin CC),default)
+CC = gcc
+endif
+CLANG      ?= clang
+PKG_CONFIG ?= pkg-config
+
+VERSION   = 0.1.0
+SOVERSION = 0
+
+# ---------------------------------------------------------------------------
+# Dependencies, through pkg-config.  The fallbacks let `make clean` and the
+# first parse on a fresh machine work before scripts/install-deps.sh has run;
+# the targets that install packages re-run make so that these are found.
+# libaio ships no .pc file on Debian.  LMDB joins LIB_LIBS with the catalog.
+
+CRYPTO_CFLAGS := $(shell $(PKG_CONFIG) --cflags libcrypto 2>/dev/null)
+CRYPTO_LIBS   := $(shell $(PKG_CONFIG) --libs libcrypto 2>/dev/null || echo -lcrypto)
+AIO_LIBS      := $(shell $(PKG_CONFIG) --libs libaio 2>/dev/null || echo -laio)
+CMOCKA_CFLAGS := $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
+CMOCKA_LIBS   := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmocka)
+
+LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS)
+
+# ---------------------------------------------------------------------------
+# Flags.  CFLAGS and LDFLAGS are the user's to override; the rest is not.
+# SAN=1 (set by `make asan`) builds with ASan+UBSan.
+
+CFLAGS ?= -O2 -g
+ifeq ($(SAN),1)
+CFLAGS   = -O1 -g -fno-omit-frame-pointer
+SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+
+WARN      = -Wall -Wextra -Werror
+INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src
+VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) \
+            $(CFLAGS) $(SANITIZE) -MMD -MP
+VD_LDFLAGS = $(LDFLAGS) $(SANITIZE)
+
+# Fuzzers: always clang, always ASan+UBSan+libFuzzer, objects of their own.
+FUZZ_SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all
+FUZZ_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) \
+              -O1 -g -fno-omit-frame-pointer $(FUZZ_SANITIZE) \
+              -fsanitize=fuzzer-no-link -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION \
+              -MMD -MP
+
+ifneq ($(V),1)
+quiet = @printf '  %-7s %s\n' $(1) $(2);
+endif
+
+# ---------------------------------------------------------------------------
+# What gets built
+
+OBJ      = $(BUILD)/obj
+FUZZ_OBJ = $(BUILD)/fuzz-obj
+
+objs = $(patsubst %.c,$(OBJ)/%.o,$(1))
+
+LIB_SRCS = $(wildcard libvdisk/src/*.c)
+LIB_OBJS = $(call objs,$(LIB_SRCS))
+LIB_A    = $(BUILD)/lib/libvdisk.a
+LIB_SO   = $(BUILD)/lib/libvdisk.so
+LIB_SO_REAL = $(BUILD)/lib/libvdisk.so.$(VERSION)
+# What programs link against: nothing until the library has a source file.
+LIB_DEP  = $(if $(LIB_SRCS),$(LIB_A))
+
+CLI_SRCS = $(wildcard vdisk-cli/*.c)
+CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
+
+# A folder of programs.  $(call programs,FOLDER,PREFIX,OUTDIR,LIBS): every
+# FOLDER/PREFIX*.c is the main file of one program OUTDIR/NAME, linked with
+# the folder's other .c files (shared helpers), libvdisk.a and LIBS.
+mains   = $(wildcard $(1)/$(2)*.c)
+helpers = $(filter-out $(call mains,$(1),$(2)),$(wildcard $(1)/*.c))
+progs   = $(patsubst $(1)/%.c,$(3)/%,$(call mains,$(1),$(2)))
+
+define programs
+$(call progs,$(1),$(2),$(3)): $(3)/%: $(OBJ)/$(1)/%.o \
+		$(call objs,$(call helpers,$(1),$(2))) $(LIB_DEP)
+	@mkdir -p $$(@D)
+	$$(call quiet,LINK,$$@)$$(CC) $$(VD_LDFLAGS) -o $$@ $$^ $(4) $$(LIB_LIBS)
+endef
+
+TEST_DIRS  = tests/unit tests/model tests/crash
+TEST_BINS  = $(foreach d,$(TEST_DIRS),$(call progs,$(d),test-,$(BUILD)/tests))
+BENCH_BINS = $(call progs,tests/bench,,$(BUILD)/bench)
+FUZZ_BINS  = $(call progs,tests/fuzz,fuzz-,$(BUILD)/fuzz)
+FUZZ_LIB_A = $(FUZZ_OBJ)/libvdisk.a
+
+# Test programs of the three folders share build/tests/: names must differ.
+DUP_TESTS = $(sort $(foreach t,$(TEST_BINS),$(if $(filter-out 1,$(words $(filter $(t),$(TEST_BINS)))),$(t))))
+ifneq ($(DUP_TESTS),)
+$(error test programs with the same name in two of $(TEST_DIRS): $(DUP_TESTS))
+endif
+
+ALL_SRCS = $(LIB_SRCS) $(CLI_SRCS) \
+           $(foreach d,$(TEST_DIRS) tests/bench,$(wildcard $(d)/*.c))
+FUZZ_SRCS = $(LIB_SRCS) $(wildcard tests/fuzz/*.c)
+
+# ---------------------------------------------------------------------------
+# Targets
+
+.PHONY: all lib cli tests benchmarks fuzzers asan deps test run bench fuzz \
+        clean install uninstall
+
+all: lib cli tests benchmarks
+
+lib: $(if $(LIB_SRCS),$(LIB_A) $(LIB_SO))
+cli: $(CLI_BIN)
+tests: $(TEST_BINS)
+benchmarks: $(BENCH_BINS)
+fuzzers: $(FUZZ_BINS)
+
+# The same rules again, parameterised by BUILD, with sanitizers on.
+asan:
+	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli tests
+
+deps:
+	sh scripts/install-deps.sh
+
+# These re-run make after deps so that pkg-config sees fresh installs.
+test: deps
+	$(MAKE) all asan fuzzers
+	BUILD=$(BUILD) bash tests/run-tests.sh
+
+run: deps
+	$(MAKE) all
+	VDISK=$(abspath $(BUILD))/bin/vdisk sh scripts/demo.sh
+
+bench: deps
+	$(MAKE) all
+	BUILD=$(abspath $(BUILD)) sh tests/bench/run-bench.sh
+
+fuzz: deps
+	$(MAKE) fuzzers
+	BUILD=$(abspath $(BUILD)) sh tests/fuzz/run-fuzz.sh long
+
+clean:
+	rm -rf $(BUILD)
+
+# ---------------------------------------------------------------------------
+# Rules
+
+$(OBJ)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call quiet,CC,$@)$(CC) $(VD_CFLAGS) $(EXTRA_CFLAGS) -c -o $@ $<
+
+# One set of library objects, position independent, for both libraries.
+$(LIB_OBJS): EXTRA_CFLAGS = -fPIC
+$(call objs,$(wildcard $(foreach d,$(TEST_DIRS),$(d)/*.c))): EXTRA_CFLAGS = $(CMOCKA_CFLAGS)
+
+$(LIB_A): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
+$(LIB_SO_REAL): $(LIB_OBJS)
+	@mkdir -p $(@D)
+	$(call quiet,LINK,$@)$(CC) -shared -Wl,-soname,libvdisk.so.$(SOVERSION) \
+		$(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+$(LIB_SO): $(LIB_SO_REAL)
+	@ln -sf libvdisk.so.$(VERSION) $(BUILD)/lib/libvdisk.so.$(SOVERSION)
+	@ln -sf libvdisk.so.$(SOVERSION) $@
+
+$(BUILD)/bin/vdisk: $(call objs,$(CLI_SRCS)) $(LIB_DEP)
+	@mkdir -p $(@D)
+	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
+# Test and benchmark programs.
+$(foreach d,$(TEST_DIRS),$(eval $(call programs,$(d),test-,$(BUILD)/tests,$(CMOCKA_LIBS))))
+$(eval $(call programs,tests/bench,,$(BUILD)/bench,-lm))
+
+# Fuzzers: the library and the targets compiled again with clang.
+$(FUZZ_OBJ)/%.o: %.c
+	@mkdir -p $(@D)
+	$(call quiet,CLANG,$@)$(CLANG) $(FUZZ_CFLAGS) -c -o $@ $<
+
+$(FUZZ_LIB_A): $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(LIB_SRCS))
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
+$(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o \
+		$(patsubst %.c,$(FUZZ_OBJ)/%.o,$(call helpers,tests/fuzz,fuzz-)) \
+		$(if $(LIB_SRCS),$(FUZZ_LIB_A))
+	@mkdir -p $(@D)
+	$(call quiet,LINK,$@)$(CLANG) $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $^ $(LIB_LIBS)
+
+-include $(patsubst %.c,$(OBJ)/%.d,$(ALL_SRCS))
+-include $(patsubst %.c,$(FUZZ_OBJ)/%.d,$(FUZZ_SRCS))
+
+# ---------------------------------------------------------------------------
+# Install
+
+install: lib cli
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
+	install -m 755 $(BUILD)/bin/vdisk $(DESTDIR)$(BINDIR)/vdisk
+	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libvdisk.a
+	install -m 755 $(LIB_SO_REAL) $(DESTDIR)$(LIBDIR)/libvdisk.so.$(VERSION)
+	ln -sf libvdisk.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvdisk.so.$(SOVERSION)
+	ln -sf libvdisk.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libvdisk.so
+	install -m 644 libvdisk/include/vdisk.h $(DESTDIR)$(INCLUDEDIR)/vdisk.h
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
+	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(AIO_LIBS)|g' \
+	    libvdisk/libvdisk.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libvdisk.pc
+
+uninstall:
+	rm -f $(DESTDIR)$(BINDIR)/vdisk $(DESTDIR)$(INCLUDEDIR)/vdisk.h \
+	      $(DESTDIR)$(LIBDIR)/libvdisk.a $(DESTDIR)$(LIBDIR)/libvdisk.so \
+	      $(DESTDIR)$(LIBDIR)/libvdisk.so.$(SOVERSION) \
+	      $(DESTDIR)$(LIBDIR)/libvdisk.so.$(VERSION) \
+	      $(DESTDIR)$(LIBDIR)/pkgconfig/libvdisk.pc
