@@ -176,6 +176,9 @@ unsigned vd_ctx_inflight(const struct vd_ctx *ctx)
 static void signal_efd(struct vd_ctx *ctx)
 {
     uint64_t one = 1;
+    if (ctx->efd_signaled)
+        return;   /* already readable until the next poll drains it */
+    ctx->efd_signaled = true;
     ssize_t r = write(ctx->efd, &one, sizeof(one));
     (void)r;   /* EAGAIN: the counter is already non-zero, which is enough */
 }
@@ -344,6 +347,7 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
     uint64_t cnt;
     ssize_t rr = read(ctx->efd, &cnt, sizeof(cnt));
     (void)rr;
+    ctx->efd_signaled = false;
 
     for (;;) {
         bool progress = false;

@@ -480,6 +480,14 @@ int vdi_layer_load(struct vdi_layer *l, struct vdi_load_report *rep)
     if (fstat(l->fd, &st) < 0)
         return vdi_err(-errno, "%s: stat: %s", l->path, strerror(errno));
     uint64_t file_size = (uint64_t)st.st_size;
+    /* Creation sizes the file past the L1 table: a shorter file lost its
+     * index to truncation, it is not an empty layer. */
+    if (file_size < l->data_start) {
+        int r = problem(rep, l, "file is truncated: %llu bytes, shorter than its index (%llu)",
+                        (unsigned long long)file_size, (unsigned long long)l->data_start);
+        if (r < 0)
+            return r;
+    }
     l->file_end = (file_size + VDF_PAGE - 1) & ~(uint64_t)(VDF_PAGE - 1);
     if (l->file_end < l->data_start)
         l->file_end = l->data_start;

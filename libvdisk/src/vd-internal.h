@@ -66,6 +66,7 @@ struct vd_ctx {
     bool use_aio;
     bool aio_fsync_ok;
     int efd;
+    bool efd_signaled;            /* efd written since the last poll */
     unsigned depth;
     unsigned ops_in_kernel;
     unsigned reqs_inflight;       /* user requests accepted, not completed */
