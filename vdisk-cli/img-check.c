@@ -91,8 +91,8 @@ static int status_of(const struct vd_check_result *r)
 {
     if (r->corruptions || r->digest_mismatches)
         return CHECK_CORRUPT;
-    if (r->leaked_bytes)
-        return CHECK_LEAKS;
+    if (r->leaked_bytes || r->digest_stale)
+        return CHECK_LEAKS;   /* repairable, no damage */
     return CHECK_CLEAN;
 }
 
@@ -107,6 +107,10 @@ static void print_summary(const struct vd_check_result *r, bool verify)
     if (r->digest_mismatches)
         printf("\n%llu blocks do not match their digest: their data is damaged.\n",
                (unsigned long long)r->digest_mismatches);
+    if (r->digest_stale)
+        printf("\n%llu blocks do not match their digest after an unclean shutdown: they may\n"
+               "have been written as the layer went down. --repair re-hashes them.\n",
+               (unsigned long long)r->digest_stale);
     if (r->leaked_bytes)
         printf("\n%s (%llu bytes) of leaked space were found on the image.\n"
                "This means waste of disk space, but no harm to data.\n",
@@ -131,11 +135,13 @@ static void print_json(const char *file, const struct vd_check_result *r,
            "    \"corruptions\": %llu,\n"
            "    \"leaked-bytes\": %llu,\n"
            "    \"digest-mismatches\": %llu,\n"
+           "    \"digest-stale\": %llu,\n"
            "    \"blocks-checked\": %llu,\n"
            "    \"dirty\": %s,\n",
            (unsigned long long)r->corruptions,
            (unsigned long long)r->leaked_bytes,
            (unsigned long long)r->digest_mismatches,
+           (unsigned long long)r->digest_stale,
            (unsigned long long)r->blocks_checked, r->dirty ? "true" : "false");
     if (repaired)
         printf("    \"repaired\": %llu,\n"

@@ -291,14 +291,19 @@ int vd_block_status(struct vd_chain *chain, uint64_t offset, uint64_t length,
 /* ------------------------------------------------------------------ */
 
 enum {
-    VD_CHECK_REPAIR = 1u << 0,   /* fix what can be fixed: leaks, dirty flag */
+    VD_CHECK_REPAIR = 1u << 0,   /* fix what can be fixed: leaks, stale digests of a
+                                    layer closed uncleanly, the dirty flag */
     VD_CHECK_VERIFY = 1u << 1,   /* re-hash every block that has a digest */
 };
 
 struct vd_check_result {
     uint64_t corruptions;        /* structural errors found (unrepairable) */
     uint64_t leaked_bytes;       /* file space no index entry refers to */
-    uint64_t digest_mismatches;  /* blocks whose data no longer matches */
+    uint64_t digest_mismatches;  /* blocks whose data no longer matches: damage */
+    uint64_t digest_stale;       /* in a layer closed uncleanly: blocks whose digest
+                                    does not match, which may have been rewritten in
+                                    place just before the crash (not damage; repair
+                                    re-hashes them) */
     uint64_t blocks_checked;
     uint64_t repaired;           /* problems fixed by VD_CHECK_REPAIR */
     bool dirty;                  /* the layer was marked dirty */

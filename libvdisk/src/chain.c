@@ -133,6 +133,27 @@ static void chain_free(struct vd_chain *c)
     free(c);
 }
 
+/* A digest layer closed uncleanly may hold blocks rewritten in place whose
+ * digest did not reach the disk.  Before its dirty flag can be cleared,
+ * every digest is recomputed: the first flush re-hashes the whole layer. */
+static void stale_all(struct vdi_layer *l)
+{
+    for (uint64_t pg = 0; pg < l->n_l2; pg++) {
+        struct vdi_l2 *p = vdi_l2_get(l, pg);
+        if (!p)
+            continue;
+        bool any = false;
+        for (uint64_t i = 0; i < l->epp; i++) {
+            if (vdf_le64(vdi_entry(l, p, i) + VDF_E_OFFSET)) {
+                p->stale[i / 8] |= (uint8_t)(1u << (i % 8));
+                any = true;
+            }
+        }
+        if (any)
+            vdi_l2_mark_dirty(l, p);
+    }
+}
+
 int vd_chain_open(struct vd_ctx *ctx, const char *path,
                   const struct vd_open_opts *opts, struct vd_chain **out)
 {
@@ -214,6 +235,8 @@ int vd_chain_open(struct vd_ctx *ctx, const char *path,
         r = vdi_err(-ENOMEM, "out of memory");
         goto fail;
     }
+    if (c->rdwr && (top->flags & VDF_F_DIRTY) && top->digest != VD_DIGEST_NONE)
+        stale_all(top);
     if (c->rdwr && !(top->flags & VDF_F_DIRTY)) {
         r = vdi_layer_write_header(top, top->flags | VDF_F_DIRTY);
         if (r < 0)

@@ -17,6 +17,7 @@
 #include "vd-internal.h"
 
 int vdi_digest_matches(struct vdi_layer *l, uint8_t *entry, bool *match);
+int vdi_digest_refresh(struct vdi_layer *l, uint8_t *entry, bool *changed);
 
 struct ext {
     uint64_t off, len;
@@ -217,7 +218,17 @@ static void verify(struct checker *k)
                 continue;
             bool ok = false;
             int r = vdi_digest_matches(l, e, &ok);
-            if (r < 0 || !ok) {
+            if (r == 0 && !ok && k->res->dirty) {
+                /* In-place writes since the last flush reach the disk before
+                 * the digest that covers them: after a crash the digest may
+                 * describe the old data. */
+                k->res->digest_stale++;
+                say(k, "Warning: block %llu (virtual offset %llu): digest does not match; "
+                       "the layer was not closed cleanly, so the block may have been "
+                       "written as it went down (--repair re-hashes it)",
+                    (unsigned long long)(pg * l->epp + i),
+                    (unsigned long long)((pg * l->epp + i) << l->block_shift));
+            } else if (r < 0 || !ok) {
                 k->res->digest_mismatches++;
                 say(k, "ERROR block %llu (virtual offset %llu, file offset %llu): %s",
                     (unsigned long long)(pg * l->epp + i),
@@ -227,6 +238,49 @@ static void verify(struct checker *k)
             }
         }
     }
+}
+
+/* Repair of a layer closed uncleanly: re-hash every block and store the
+ * digests that changed, through the normal flush. */
+static int rehash_all(struct checker *k, const char *path)
+{
+    struct vdi_layer *w;
+    int r = vdi_layer_open(path, true, true, &w);
+    if (r < 0)
+        return r;
+    struct vdi_load_report quiet = { 0 };
+    r = vdi_layer_load(w, &quiet);
+    if (r < 0 || quiet.problems) {
+        vdi_layer_put(w);
+        return r;   /* structural problems: the check proper reports them */
+    }
+    uint64_t n = 0;
+    for (uint64_t pg = 0; pg < w->n_l2 && r == 0; pg++) {
+        struct vdi_l2 *p = vdi_l2_get(w, pg);
+        if (!p)
+            continue;
+        for (uint64_t i = 0; i < w->epp && pg * w->epp + i < w->nblocks; i++) {
+            uint8_t *e = vdi_entry(w, p, i);
+            bool changed = false;
+            if (!vdf_le64(e + VDF_E_OFFSET))
+                continue;
+            if ((r = vdi_digest_refresh(w, e, &changed)) < 0)
+                break;
+            if (changed) {
+                vdi_l2_mark_dirty(w, p);
+                n++;
+            }
+        }
+    }
+    if (r == 0)
+        r = vdi_layer_flush_sync(w);
+    vdi_layer_put(w);
+    if (r == 0 && n) {
+        k->res->repaired += n;
+        say(k, "Re-hashed %llu blocks written before an unclean shutdown",
+            (unsigned long long)n);
+    }
+    return r;
 }
 
 int vd_layer_check(const char *path, unsigned flags, struct vd_check_result *res,
@@ -245,6 +299,9 @@ int vd_layer_check(const char *path, unsigned flags, struct vd_check_result *res
     res->dirty = l->flags & VDF_F_DIRTY;
     if (res->dirty)
         say(&k, "Layer was not closed cleanly (dirty flag set)");
+    if ((flags & VD_CHECK_REPAIR) && res->dirty && l->digest != VD_DIGEST_NONE &&
+        (r = rehash_all(&k, path)) < 0)
+        goto out;
     if (flags & VD_CHECK_REPAIR) {
         k.wfd = open(path, O_RDWR | O_CLOEXEC);
         if (k.wfd < 0) {
@@ -261,6 +318,10 @@ int vd_layer_check(const char *path, unsigned flags, struct vd_check_result *res
     if (r < 0)
         goto out;
     res->corruptions += rep.problems;
+    if (memcmp(l->uuid.b, l->parent_uuid.b, 16) == 0) {
+        res->corruptions++;
+        say(&k, "ERROR the layer names itself as its parent");
+    }
     struct stat st;
     if (fstat(l->fd, &st) < 0) {
         r = vdi_err(-errno, "%s: stat: %s", path, strerror(errno));

@@ -89,3 +89,17 @@ int vdi_digest_matches(struct vdi_layer *l, uint8_t *entry, bool *match)
     *match = memcmp(d, digest_field(l, entry), VDF_DIGEST_LEN) == 0;
     return 0;
 }
+
+int vdi_digest_refresh(struct vdi_layer *l, uint8_t *entry, bool *changed);
+
+int vdi_digest_refresh(struct vdi_layer *l, uint8_t *entry, bool *changed)
+{
+    uint8_t d[32];
+    int r = vdi_block_digest(l, entry, d);
+    if (r < 0)
+        return r;
+    *changed = memcmp(d, digest_field(l, entry), VDF_DIGEST_LEN) != 0;
+    if (*changed)
+        memcpy(digest_field(l, entry), d, VDF_DIGEST_LEN);
+    return 0;
+}

@@ -192,11 +192,20 @@ void vdi_layer_put(struct vdi_layer *l)
 
 static int open_fd(const char *path, bool rdwr, bool buffered, bool *direct)
 {
-    int fl = (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC;
+    /* O_NONBLOCK: opening a FIFO or device named by a hostile hint must not
+     * hang; only regular files are accepted below. */
+    int fl = (rdwr ? O_RDWR : O_RDONLY) | O_CLOEXEC | O_NONBLOCK;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode))
+        return -EINVAL;
     int fd = -1;
     *direct = false;
     if (!buffered && !vdi_be_custom) {
         fd = open(path, fl | O_DIRECT);
+        if (fd >= 0 && (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode))) {
+            close(fd);
+            return -EINVAL;
+        }
         if (fd >= 0) {
             /* Some filesystems accept O_DIRECT at open and refuse the I/O:
              * probe one aligned read. */
@@ -214,6 +223,10 @@ static int open_fd(const char *path, bool rdwr, bool buffered, bool *direct)
     fd = open(path, fl);
     if (fd < 0)
         return -errno;
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
+        return -EINVAL;
+    }
     return fd;
 }
 
@@ -233,7 +246,8 @@ int vdi_layer_open(const char *path, bool rdwr, bool buffered,
     l->refs = 1;
     l->fd = open_fd(path, rdwr, buffered, &l->direct);
     if (l->fd < 0) {
-        r = vdi_err(l->fd, "%s: %s", path, strerror(-l->fd));
+        r = l->fd == -EINVAL ? vdi_err(-EINVAL, "%s: not a regular file", path)
+                             : vdi_err(l->fd, "%s: %s", path, strerror(-l->fd));
         l->fd = -1;
         goto fail;
     }
@@ -322,7 +336,7 @@ static bool all_zero(const uint8_t *p, size_t n)
 /* Picks the valid slot with the highest generation.  Returns the slot
  * (0/1), 2 if both slots are empty (never written), -1 if none is valid. */
 static int pick_slot(const uint8_t *pair, uint32_t magic, uint64_t index,
-                     uint64_t *gen)
+                     bool allow_empty, uint64_t *gen)
 {
     int best = -1;
     bool empty[2];
@@ -351,8 +365,10 @@ static int pick_slot(const uint8_t *pair, uint32_t magic, uint64_t index,
         *gen = g[best];
         return best;
     }
-    if (empty[0] || empty[1]) {
-        /* A page never written, or whose first write was lost: empty. */
+    if (allow_empty && (empty[0] || empty[1])) {
+        /* An L1 page never written, or whose first write was lost: empty.
+         * (An L2 pair is named by L1 only once its first version is
+         * durable, so for L2 pages this case is corruption.) */
         *gen = 0;
         return 2;
     }
@@ -410,9 +426,9 @@ static int load_l2(struct vdi_layer *l, uint64_t page, uint64_t pair_off,
     if (r < 0 && r != -ENODATA)
         return vdi_err(r, "%s: read: %s", l->path, strerror(-r));
     uint64_t gen;
-    int s = pick_slot(buf, VDF_L2_MAGIC, page, &gen);
+    int s = pick_slot(buf, VDF_L2_MAGIC, page, false, &gen);
     if (s < 0)
-        return problem(rep, l, "L2 page %llu at offset %llu: both copies are corrupt",
+        return problem(rep, l, "L2 page %llu at offset %llu: both copies are corrupt or empty",
                        (unsigned long long)page, (unsigned long long)pair_off);
     struct vdi_l2 *p = vdi_l2_get_or_new(l, page);
     if (!p)
@@ -420,10 +436,6 @@ static int load_l2(struct vdi_layer *l, uint64_t page, uint64_t pair_off,
     p->pair_off = pair_off;
     p->on_disk_l1 = true;
     p->gen = gen;
-    if (s == 2) {
-        p->cur_slot = 1;
-        return 0;
-    }
     p->cur_slot = (uint8_t)s;
     memcpy(p->img, buf + s * VDF_PAGE, VDF_PAGE);
     uint64_t first = page * l->epp;
@@ -518,7 +530,7 @@ int vdi_layer_load(struct vdi_layer *l, struct vdi_load_report *rep)
         for (uint64_t k = pos / (2 * VDF_PAGE); k < (pos + len) / (2 * VDF_PAGE); k++) {
             const uint8_t *pp = chunk + (k * 2 * VDF_PAGE - pos);
             uint64_t gen;
-            int s = pick_slot(pp, VDF_L1_MAGIC, k, &gen);
+            int s = pick_slot(pp, VDF_L1_MAGIC, k, true, &gen);
             if (s < 0) {
                 r = problem(rep, l, "L1 page %llu: both copies are corrupt",
                             (unsigned long long)k);

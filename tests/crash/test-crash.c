@@ -96,7 +96,8 @@ struct config {
     unsigned runs;
     unsigned ops;
     long only_run;              /* -1: all */
-    int digest;                 /* VD_DIGEST_* for every run */
+    int digest;                 /* VD_DIGEST_* for every run (with --digest) */
+    bool digest_mixed;          /* no --digest: one run in four uses SHA-256 */
     const char *dir;
     bool keep, verbose, real_sync;
     const char *argv0;
@@ -167,6 +168,7 @@ static struct {
 } T;
 
 static struct run R;
+static enum vd_digest g_digest;   /* of the current run */
 
 static double now_sec(void)
 {
@@ -190,7 +192,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt
     fprintf(stderr, "layer files kept in %s\n", R.dir);
     fprintf(stderr, "replay: %s --seed %" PRIu64 " --run %u --ops %u%s -v\n",
             R.cfg->argv0, R.cfg->seed, R.index, R.cfg->ops,
-            R.cfg->digest == VD_DIGEST_SHA256 ? " --digest sha256" : "");
+            g_digest == VD_DIGEST_SHA256 ? " --digest sha256" : "");
     exit(1);
 }
 
@@ -611,7 +613,7 @@ static int check_layer(const char *path, struct vd_check_result *res, bool allow
                        bool top)
 {
     memset(res, 0, sizeof(*res));
-    unsigned flags = R.cfg->digest == VD_DIGEST_SHA256 ? VD_CHECK_VERIFY : 0;
+    unsigned flags = g_digest == VD_DIGEST_SHA256 ? VD_CHECK_VERIFY : 0;
     int rc = vd_layer_check(path, flags, res, report_finding, (void *)path);
     if (allow_bad)
         return rc;
@@ -672,11 +674,14 @@ static void new_writes_and_close(const char *top)
     if (res.corruptions)
         fail("vd_layer_check --repair %s: %" PRIu64 " corruptions", top, res.corruptions);
     memset(&res, 0, sizeof(res));
-    check_rc(vd_layer_check(top, 0, &res, report_finding, (void *)top), "vd_layer_check");
-    if (res.corruptions || res.leaked_bytes || res.dirty)
+    unsigned vflags = g_digest == VD_DIGEST_SHA256 ? VD_CHECK_VERIFY : 0;
+    check_rc(vd_layer_check(top, vflags, &res, report_finding, (void *)top), "vd_layer_check");
+    if (res.corruptions || res.leaked_bytes || res.dirty || res.digest_mismatches ||
+        res.digest_stale)
         fail("%s after new writes, a clean close and repair: %" PRIu64 " corruptions,"
-             " %" PRIu64 " leaked bytes, dirty %d", top, res.corruptions,
-             res.leaked_bytes, (int)res.dirty);
+             " %" PRIu64 " leaked bytes, dirty %d, %" PRIu64 " digest mismatches, %" PRIu64
+             " stale digests", top, res.corruptions, res.leaked_bytes, (int)res.dirty,
+             res.digest_mismatches, res.digest_stale);
 }
 
 static void after_crash(void)
@@ -827,6 +832,9 @@ static void teardown(void)
 
 static void run_one(const struct config *cfg, unsigned index)
 {
+    /* Without --digest, every fourth crash point uses a SHA-256 layer. */
+    g_digest = cfg->digest_mixed ? (index % 4 == 3 ? VD_DIGEST_SHA256 : VD_DIGEST_NONE)
+                                 : (enum vd_digest)cfg->digest;
     setup(cfg, index);
     shim_reset();
     shim_set_real_sync(cfg->real_sync);
@@ -839,7 +847,7 @@ static void run_one(const struct config *cfg, unsigned index)
     R.paths[0] = new_layer_path();
     R.nlayers = 1;
     struct vd_create_opts co = { .size = R.size, .block_size = R.bs,
-                                 .digest = (enum vd_digest)cfg->digest };
+                                 .digest = g_digest };
     check_rc(vd_layer_create(R.paths[0], &co, NULL), "vd_layer_create");
     open_top(R.paths[0], VD_OPEN_RDWR);
     if (rng_chance(&R.rng, 75))
@@ -954,7 +962,7 @@ int main(int argc, char **argv)
 {
     struct config cfg = {
         .seed = DEFAULT_SEED, .runs = DEFAULT_RUNS, .ops = DEFAULT_OPS,
-        .only_run = -1, .digest = VD_DIGEST_NONE, .argv0 = argv[0],
+        .only_run = -1, .digest = VD_DIGEST_NONE, .digest_mixed = true, .argv0 = argv[0],
     };
     const char *tmp = getenv("TMPDIR");
     cfg.dir = tmp && *tmp ? tmp : "/tmp";
@@ -976,6 +984,7 @@ int main(int argc, char **argv)
             cfg.only_run = (long)parse_u64(argv[0], v);
             i++;
         } else if (!strcmp(a, "--digest") && v) {
+            cfg.digest_mixed = false;
             if (!strcmp(v, "none"))
                 cfg.digest = VD_DIGEST_NONE;
             else if (!strcmp(v, "sha256"))
