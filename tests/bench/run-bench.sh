@@ -1,0 +1,129 @@
+#!/bin/sh
+# The benchmarks of `make bench`.  Figures are printed, never asserted.
+#
+#   1. write amplification of 4 KiB random writes into a fresh delta over a
+#      full base (build/bench/bench-wamp)
+#   2. 4 KiB read throughput through chains of depth 1, 16 and 64
+#      (build/bench/bench-read), side by side with `qemu-img bench` on a
+#      qcow2 chain of the same depths, in the same run, with the same reads:
+#      qemu-img bench reads with a fixed step (-S), not at random, so
+#      bench-read times that very sequence too (--pattern step=S) and the
+#      ratios vdisk/qemu compare like with like.  Both use O_DIRECT and
+#      Linux native AIO with 32 reads in flight.
+#
+# BENCH_SIZE_MIB (default 256) and BENCH_OPS (reads per run, default 200000)
+# scale it; the defaults take a few minutes.  Scratch files go to a
+# temporary folder under $TMPDIR (or /tmp), removed at the end.
+set -u
+
+cd "$(dirname "$0")/../.." || exit 1
+BUILD=${BUILD:-build}
+SIZE_MIB=${BENCH_SIZE_MIB:-256}
+OPS=${BENCH_OPS:-200000}
+QD=32
+DEPTHS="1 16 64"
+# An odd number of 4 KiB units: modulo the disk size the sequence visits
+# every 4 KiB of the disk once, far apart from one read to the next.
+STEP=$((4096 * 7919))
+
+for prog in bench-wamp bench-read; do
+    if [ ! -x "$BUILD/bench/$prog" ]; then
+        echo "run-bench: $BUILD/bench/$prog is not built (run make)" >&2
+        exit 1
+    fi
+done
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/vdisk-bench.XXXXXX") || exit 1
+trap 'rm -rf "$WORK"' EXIT INT TERM
+
+echo "== Write amplification: 4 KiB random writes into a delta over a full base"
+"$BUILD/bench/bench-wamp" --size "$SIZE_MIB" --writes 20000 --flush-every 1000 || exit 1
+echo
+
+# qemu-img bench wraps its offset modulo the image size up to qemu 10.0 and
+# modulo (size - request size) from 10.1 on: mirror the installed one.
+WRAP=size
+if command -v qemu-img >/dev/null 2>&1; then
+    QEMU_VERSION=$(qemu-img --version | sed -n 's/^qemu-img version \([0-9]*\.[0-9]*\).*/\1/p')
+    case $QEMU_VERSION in
+    [0-9].* | 10.0) ;;
+    ?*) WRAP=usable ;;
+    esac
+fi
+
+echo "== Read throughput: 4 KiB reads, $QD in flight, $OPS per run, ${SIZE_MIB} MiB disk"
+set --
+for d in $DEPTHS; do
+    set -- "$@" --depth "$d"
+done
+"$BUILD/bench/bench-read" --dir "$WORK/vdk" --size "$SIZE_MIB" --ops "$OPS" --qd "$QD" \
+    "$@" --pattern random --pattern "step=$STEP" --wrap "$WRAP" | tee "$WORK/vdk.out"
+[ -s "$WORK/vdk.out" ] || exit 1
+echo
+
+# The IOPS of one bench-read result line.
+vdk_iops() {
+    awk -v d="$1" -v p="$2" '$1 == "result" {
+        split($0, f, " "); ok = 0; v = ""
+        for (i in f) {
+            if (f[i] == "depth=" d) ok++
+            if (f[i] == "pattern=" p) ok++
+            if (f[i] ~ /^iops=/) v = substr(f[i], 6)
+        }
+        if (ok == 2) print v
+    }' "$WORK/vdk.out"
+}
+
+if ! command -v qemu-img >/dev/null 2>&1 || ! command -v qemu-io >/dev/null 2>&1; then
+    echo "== qemu-img comparison skipped: qemu-img/qemu-io not installed (qemu-utils)"
+    exit 0
+fi
+
+echo "== qemu-img bench on a qcow2 chain (qemu $QEMU_VERSION, 64 KiB clusters)"
+t0=$(date +%s)
+# The base: fully allocated with data, like the vdk base.
+if ! dd if=/dev/urandom of="$WORK/base.raw" bs=1M count="$SIZE_MIB" status=none ||
+   ! qemu-img convert -f raw -O qcow2 "$WORK/base.raw" "$WORK/q-01.qcow2"; then
+    echo "run-bench: cannot make the qcow2 base" >&2
+    exit 1
+fi
+rm -f "$WORK/base.raw"
+blocks=$((SIZE_MIB * 256))
+d=2
+while [ $d -le 64 ]; do
+    prev=$(printf 'q-%02d.qcow2' $((d - 1)))
+    cur=$(printf 'q-%02d.qcow2' $d)
+    qemu-img create -q -f qcow2 -b "$prev" -F qcow2 "$WORK/$cur" || exit 1
+    # A few random 4 KiB writes in each overlay, as in the vdk deltas.
+    cmds=$(awk -v seed="$d" -v n="$blocks" 'BEGIN { srand(seed)
+        for (i = 0; i < 8; i++) printf "-c\nwrite -q -P %d %d 4k\n", seed, int(rand() * n) * 4096 }')
+    old_ifs=$IFS
+    IFS='
+'
+    # shellcheck disable=SC2086
+    qemu-io -f qcow2 $cmds "$WORK/$cur" >/dev/null || { IFS=$old_ifs; exit 1; }
+    IFS=$old_ifs
+    d=$((d + 1))
+done
+echo "built a qcow2 chain of 64 images in $(($(date +%s) - t0)) s"
+
+printf '\n%-7s %14s %14s %8s %14s\n' depth "vdisk step" "qemu step" ratio "vdisk random"
+printf '%-7s %14s %14s %8s %14s\n' "" "(IOPS)" "(IOPS)" "v/q" "(IOPS)"
+for d in $DEPTHS; do
+    img=$(printf '%s/q-%02d.qcow2' "$WORK" "$d")
+    out=$(qemu-img bench -f qcow2 -c "$OPS" -d "$QD" -s 4096 -S "$STEP" -t none -n "$img" 2>&1)
+    secs=$(echo "$out" | sed -n 's/^Run completed in \([0-9.]*\) seconds.*/\1/p')
+    if [ -z "$secs" ]; then
+        echo "run-bench: qemu-img bench failed at depth $d:" >&2
+        echo "$out" >&2
+        continue
+    fi
+    q=$(awk -v n="$OPS" -v s="$secs" 'BEGIN { printf "%.0f", n / s }')
+    v=$(vdk_iops "$d" "step=$STEP")
+    r=$(vdk_iops "$d" random)
+    ratio=$(awk -v v="$v" -v q="$q" 'BEGIN { if (q > 0 && v != "") printf "%.2f", v / q; else print "-" }')
+    printf '%-7s %14s %14s %8s %14s\n' "$d" "${v:--}" "$q" "$ratio" "${r:--}"
+done
+echo
+echo "Goals: vdisk depth 64 / depth 1 >= 0.9 (see the bench-read table above);"
+echo "write amplification (data) <= 1.1."
