@@ -103,9 +103,12 @@ static int open_parent(struct vd_chain *c, const struct vd_open_opts *o,
         }
     }
     if (r < 0) {
-        if (vd_errmsg()[0] == '\0' || r == -ENOENT || r == -ENAMETOOLONG)
-            vdi_err(r, "%s: parent layer %s (hint '%s') not found", child->path, ustr,
-                    child->hint);
+        if (r == -ENOENT || r == -ENAMETOOLONG || !vd_errmsg()[0]) {
+            char detail[300];
+            snprintf(detail, sizeof(detail), "%s", vd_errmsg());
+            vdi_err(r, "%s: parent layer %s (hint '%s') not found%s%s", child->path, ustr,
+                    child->hint, detail[0] ? ": " : "", detail);
+        }
         return r;
     }
     r = vdi_layer_load(l, NULL);

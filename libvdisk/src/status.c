@@ -38,27 +38,42 @@ static void classify(struct vd_chain *c, uint64_t pos, enum vd_extent_type *type
     }
 }
 
+/* The first block >= blk (and < limit) that layer l may index: skips
+ * whole directory chunks (512 L2 pages) and missing pages. */
+static uint64_t next_indexed(const struct vdi_layer *l, uint64_t blk, uint64_t limit)
+{
+    if (blk >= l->nblocks)
+        return limit;
+    uint64_t page = blk / l->epp;
+    while (page < l->n_l2) {
+        uint64_t first = page * l->epp;
+        if (first >= limit)
+            return limit;
+        if (!l->dir[page >> VDI_DIR_SHIFT]) {
+            page = ((page >> VDI_DIR_SHIFT) + 1) << VDI_DIR_SHIFT;
+            continue;
+        }
+        if (vdi_l2_get(l, page))
+            return first > blk ? first : blk;
+        page++;
+    }
+    return limit;
+}
+
 /* If nothing in the chain indexes the block containing pos, returns the
  * end of the run of such blocks (capped at limit); else returns pos. */
 static uint64_t skip_unindexed(struct vd_chain *c, uint64_t pos, uint64_t limit)
 {
     uint64_t blk = pos >> c->block_shift;
-    uint64_t run_end = UINT64_MAX;
-    struct vdi_layer *t = c->layers[0];
-    for (unsigned d = 0; d < c->n; d++) {
-        struct vdi_layer *l = c->layers[d];
-        if (blk >= l->nblocks)
-            continue;
-        uint64_t page = blk / l->epp;
-        if (vdi_l2_get(l, page))
-            return pos;
-        uint64_t end_blk = (page + 1) * l->epp;
-        if (end_blk < run_end)
-            run_end = end_blk;
+    uint64_t limit_blk = (limit + c->block_size - 1) >> c->block_shift;
+    uint64_t run_end = limit_blk;
+    for (unsigned d = 0; d < c->n && run_end > blk; d++) {
+        uint64_t nb = next_indexed(c->layers[d], blk, run_end);
+        if (nb < run_end)
+            run_end = nb;
     }
-    (void)t;
-    if (run_end == UINT64_MAX)
-        return limit;
+    if (run_end <= blk)
+        return pos;
     uint64_t e = run_end << c->block_shift;
     return e > limit ? limit : e;
 }
