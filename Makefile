@@ -51,7 +51,11 @@ AIO_LIBS      := $(shell $(PKG_CONFIG) --libs libaio 2>/dev/null || echo -laio)
 CMOCKA_CFLAGS := $(shell $(PKG_CONFIG) --cflags cmocka 2>/dev/null)
 CMOCKA_LIBS   := $(shell $(PKG_CONFIG) --libs cmocka 2>/dev/null || echo -lcmocka)
 
-LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS)
+LMDB_LIBS     := $(shell $(PKG_CONFIG) --libs lmdb 2>/dev/null || echo -llmdb)
+JANSSON_CFLAGS := $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
+JANSSON_LIBS  := $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null || echo -ljansson)
+
+LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS) $(LMDB_LIBS) $(JANSSON_LIBS)
 
 # ---------------------------------------------------------------------------
 # Flags.  CFLAGS and LDFLAGS are the user's to override; the rest is not.
@@ -65,7 +69,7 @@ endif
 
 WARN      = -Wall -Wextra -Werror
 INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src
-VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) \
+VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS) \
             $(CFLAGS) $(SANITIZE) -MMD -MP
 VD_LDFLAGS = $(LDFLAGS) $(SANITIZE)
 
@@ -234,7 +238,7 @@ install: lib cli
 	install -m 644 libvdisk/include/vdisk.h $(DESTDIR)$(INCLUDEDIR)/vdisk.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
-	    -e 's|@LIBS_PRIVATE@|$(AIO_LIBS)|g' \
+	    -e 's|@LIBS_PRIVATE@|$(AIO_LIBS)  |g' \
 	    libvdisk/libvdisk.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libvdisk.pc
 
 uninstall:

@@ -4,7 +4,7 @@
 set -eu
 
 # build: compiler, pkg-config, and the base libraries
-PKGS="gcc make pkg-config libaio-dev libssl-dev liblmdb-dev libcmocka-dev"
+PKGS="gcc make pkg-config libaio-dev libssl-dev liblmdb-dev libjansson-dev libcmocka-dev"
 # sanitizers and libFuzzer (clang's runtime); llvm brings llvm-symbolizer,
 # without which sanitizer and fuzzer reports show bare addresses
 PKGS="$PKGS clang libclang-rt-14-dev llvm"

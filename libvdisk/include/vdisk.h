@@ -80,6 +80,7 @@ struct vd_create_opts {
                                 The parent is frozen (made read-only forever) by this
                                 call if it is not frozen yet.  The child records the
                                 parent's UUID and its file name as a hint. */
+    const vd_uuid *uuid;     /* the new layer's UUID; NULL: a random one */
 };
 
 /* Creates a new, empty layer file at path (which must not exist: -EEXIST).
@@ -321,6 +322,171 @@ typedef void (*vd_report_fn)(void *opaque, const char *msg);
 int vd_layer_check(const char *path, unsigned flags,
                    struct vd_check_result *res, vd_report_fn report,
                    void *opaque);
+
+/* ================================================================== */
+/* Stores: named volumes, snapshots, templates and clones              */
+/* ================================================================== */
+
+/* A store is a directory holding an LMDB catalog (catalog/) and layer files
+ * (layers/UUID.vdk).  Several processes may use one store at once:
+ * operations that change the store are serialized by a lock in the store,
+ * and a multi-step operation is recorded in the catalog's journal first, so
+ * that a crash or kill in the middle is finished or undone by the next
+ * vd_store_open.  Names of volumes and templates share one namespace:
+ * 1 to 64 characters of [A-Za-z0-9._-], not starting with '.' or '-'.
+ * Snapshot names follow the same rule, per volume. */
+
+#define VD_NAME_MAX 64
+
+struct vd_store;
+
+enum {
+    VD_STORE_CREATE = 1u << 0,   /* create the store if it does not exist */
+};
+
+/* Opens (and with VD_STORE_CREATE creates) the store in dir, then finishes
+ * or undoes any operation a crash interrupted.  Errors: -ENOENT (no store
+ * there), -EUCLEAN (not a store / damaged catalog), -EACCES, -ENOMEM. */
+int vd_store_open(const char *dir, unsigned flags, struct vd_store **out);
+void vd_store_close(struct vd_store *st);
+const char *vd_store_path(const struct vd_store *st);
+
+/* The default store location: $VDISK_STORE if set, else /var/lib/vdisk for
+ * root, else $XDG_DATA_HOME/vdisk (~/.local/share/vdisk).  Returns 0 or
+ * -ENAMETOOLONG. */
+int vd_store_default_path(char *out, size_t outlen);
+
+/* Called by long operations (commit, full clone, flatten): done of total
+ * bytes.  May be NULL. */
+typedef void (*vd_progress_fn)(void *opaque, uint64_t done, uint64_t total);
+
+/* ---- volumes ---- */
+
+struct vd_volume_info {
+    char name[VD_NAME_MAX + 1];
+    uint64_t size;               /* virtual size */
+    uint32_t block_size;
+    enum vd_digest digest;
+    uint64_t allocated;          /* bytes of data in the layers only this volume uses */
+    unsigned depth;              /* layers in its chain */
+    unsigned snapshots;
+    char template_name[VD_NAME_MAX + 1];   /* "" unless a linked clone */
+    uint32_t template_version;
+    uint64_t create_time;
+    vd_uuid top;                 /* UUID of the writable top layer */
+    int writer_pid;              /* process with it open for writing, or 0 */
+};
+
+/* Creates an empty volume.  opts may be NULL (defaults); opts->size and
+ * opts->parent are ignored.  Errors: -EINVAL (bad name or size), -EEXIST. */
+int vd_volume_create(struct vd_store *st, const char *name, uint64_t size,
+                     const struct vd_create_opts *opts);
+/* Removes a volume and its snapshots (-EBUSY while open for writing). */
+int vd_volume_remove(struct vd_store *st, const char *name);
+/* Grows a volume (shrinking: -EINVAL), in constant time. */
+int vd_volume_resize(struct vd_store *st, const char *name, uint64_t new_size);
+int vd_volume_info(struct vd_store *st, const char *name, struct vd_volume_info *info);
+/* All volumes, sorted by name, in a malloc'ed array the caller frees. */
+int vd_volume_list(struct vd_store *st, struct vd_volume_info **out, size_t *n);
+
+/* Opens for I/O: "VOL" (read-write with VD_OPEN_RDWR), "VOL@SNAP" or a
+ * template "TPL" / "TPL@N" (version N; read-only).  A volume open for
+ * writing is locked against other writers (-EBUSY, naming the holder). */
+int vd_store_open_chain(struct vd_store *st, struct vd_ctx *ctx, const char *name,
+                        unsigned flags, struct vd_chain **out);
+
+/* Checks the catalog against the files (every layer file present, no
+ * stray files, reference counts right) and every layer of the volume's
+ * chain (name NULL: the whole store).  VD_CHECK_REPAIR also removes stray
+ * files and fixes reference counts.  Results are summed into *res. */
+int vd_store_check(struct vd_store *st, const char *name, unsigned flags,
+                   struct vd_check_result *res, vd_report_fn report, void *opaque);
+
+/* ---- snapshots ---- */
+
+struct vd_snapshot_info {
+    char name[VD_NAME_MAX + 1];
+    char parent[VD_NAME_MAX + 1];   /* the snapshot it was taken after, "" for none */
+    uint64_t create_time;
+    uint64_t size;                  /* virtual size at that point */
+    uint64_t allocated;             /* bytes of data its own layer holds */
+    bool current;                   /* the volume's present content descends from it */
+    vd_uuid layer;
+};
+
+/* Freezes the volume's content as SNAP, in constant time. */
+int vd_snapshot_create(struct vd_store *st, const char *vol, const char *snap);
+/* Snapshots of a volume, oldest first, in a malloc'ed array. */
+int vd_snapshot_list(struct vd_store *st, const char *vol,
+                     struct vd_snapshot_info **out, size_t *n);
+/* The volume's content becomes SNAP's; changes since are discarded; SNAP
+ * stays.  Constant time. */
+int vd_snapshot_rollback(struct vd_store *st, const char *vol, const char *snap);
+/* Removes SNAP and merges the data written after it into its layer: the
+ * volume keeps its content, its chain gets shorter, and the time taken is
+ * proportional to the data written since SNAP. */
+int vd_snapshot_commit(struct vd_store *st, const char *vol, const char *snap,
+                       vd_progress_fn progress, void *opaque);
+/* Removes SNAP wherever it is in the tree; every other snapshot and the
+ * volume keep their content; space only SNAP used is released. */
+int vd_snapshot_remove(struct vd_store *st, const char *vol, const char *snap);
+
+/* ---- templates and clones ---- */
+
+struct vd_template_info {
+    char name[VD_NAME_MAX + 1];
+    uint64_t size;                  /* of the newest version */
+    uint32_t versions;              /* number of versions kept */
+    uint32_t latest;                /* newest version number */
+    unsigned clones;                /* linked clones of all versions */
+    uint64_t create_time;
+};
+
+struct vd_template_version {
+    uint32_t version;
+    uint64_t create_time;
+    uint64_t size;
+    unsigned clones;
+    vd_uuid layer;
+};
+
+/* Freezes the current content of volume `from` as a new template (version
+ * 1); the volume goes on as before (its later writes do not touch the
+ * template). */
+int vd_template_create(struct vd_store *st, const char *tpl, const char *from);
+/* A new version from `from`'s current content; clones keep their version. */
+int vd_template_update(struct vd_store *st, const char *tpl, const char *from);
+/* Removes a template; -EBUSY while linked clones depend on it (vd_errmsg
+ * names them). */
+int vd_template_remove(struct vd_store *st, const char *tpl);
+int vd_template_list(struct vd_store *st, struct vd_template_info **out, size_t *n);
+int vd_template_info(struct vd_store *st, const char *tpl, struct vd_template_info *info,
+                     struct vd_template_version **versions, size_t *n);
+
+enum {
+    VD_CLONE_FULL = 1u << 0,   /* an independent copy instead of a linked clone */
+};
+
+/* Makes volume vol from version `version` (0: the newest) of template tpl:
+ * a linked clone in constant time, or with VD_CLONE_FULL an independent
+ * copy (reflinked where the file system can). */
+int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char *vol,
+             unsigned flags, vd_progress_fn progress, void *opaque);
+/* Makes a linked clone independent of its template: copies in what it
+ * reads from the template. */
+int vd_volume_flatten(struct vd_store *st, const char *vol, vd_progress_fn progress,
+                      void *opaque);
+
+/* ---- space ---- */
+
+struct vd_store_usage {
+    uint64_t virtual_size;     /* sum of the volumes' sizes: what is promised */
+    uint64_t allocated;        /* bytes the store's files occupy on disk */
+    uint64_t fs_free;          /* free bytes on the file system */
+    uint64_t fs_size;
+    unsigned volumes, templates, snapshots, layers;
+};
+int vd_store_usage(struct vd_store *st, struct vd_store_usage *u);
 
 #ifdef __cplusplus
 }

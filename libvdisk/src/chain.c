@@ -14,8 +14,6 @@
 
 #define VDI_MAX_DEPTH 4096
 
-void vdi_layer_fill_info(const struct vdi_layer *l, struct vd_layer_info *info);
-
 /* ------------------------------------------------------------------ */
 /* Layer cache                                                         */
 /* ------------------------------------------------------------------ */
@@ -486,5 +484,39 @@ int vd_chain_layer_info(const struct vd_chain *c, unsigned depth,
     if (depth < 1 || depth > c->n)
         return vdi_err(-EINVAL, "no layer at depth %u (chain has %u)", depth, c->n);
     vdi_layer_fill_info(c->layers[depth - 1], info);
+    return 0;
+}
+
+int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, struct vd_chain **out)
+{
+    struct vd_chain *c = calloc(1, sizeof(*c));
+    if (!c || !(c->layers = calloc(1, sizeof(*c->layers)))) {
+        free(c);
+        return vdi_err(-ENOMEM, "out of memory");
+    }
+    c->ctx = ctx;
+    c->rdwr = true;
+    c->buffered = true;
+    struct vdi_layer *l;
+    int r = vdi_layer_open_force(path, true, &l);
+    if (r < 0) {
+        chain_free(c);
+        return r;
+    }
+    c->layers[c->n++] = l;
+    if ((r = vdi_layer_load(l, NULL)) < 0) {
+        chain_free(c);
+        return r;
+    }
+    c->size = l->size;
+    c->block_size = l->block_size;
+    c->block_shift = l->block_shift;
+    c->subs = l->subs;
+    if (!(l->flags & VDF_F_DIRTY) &&
+        (r = vdi_layer_write_header(l, l->flags | VDF_F_DIRTY)) < 0) {
+        chain_free(c);
+        return r;
+    }
+    *out = c;
     return 0;
 }

@@ -230,8 +230,45 @@ static int open_fd(const char *path, bool rdwr, bool buffered, bool *direct)
     return fd;
 }
 
+static int layer_open(const char *path, bool rdwr, bool buffered, bool force,
+                      struct vdi_layer **out);
+
 int vdi_layer_open(const char *path, bool rdwr, bool buffered,
                    struct vdi_layer **out)
+{
+    return layer_open(path, rdwr, buffered, false, out);
+}
+
+int vdi_layer_open_force(const char *path, bool buffered, struct vdi_layer **out)
+{
+    return layer_open(path, true, buffered, true, out);
+}
+
+int vdi_layer_grow(struct vdi_layer *l, uint64_t size)
+{
+    if (size < l->size || size % VD_SECTOR_SIZE || size > VD_MAX_SIZE)
+        return vdi_err(-EINVAL, "cannot resize to %llu bytes", (unsigned long long)size);
+    uint64_t old_size = l->size, old_l1 = l->n_l1, old_nblocks = l->nblocks;
+    l->size = size;
+    set_geometry(l);
+    if (l->n_l1 != old_l1) {
+        /* The L1 table has no room: the caller stacks a larger delta. */
+        l->size = old_size;
+        set_geometry(l);
+        return -ENOSPC;
+    }
+    int r = vdi_layer_write_header(l, l->flags);
+    if (r < 0) {
+        l->size = old_size;
+        set_geometry(l);
+        return r;
+    }
+    (void)old_nblocks;
+    return 0;
+}
+
+static int layer_open(const char *path, bool rdwr, bool buffered, bool force,
+                      struct vdi_layer **out)
 {
     struct vdi_layer *l = calloc(1, sizeof(*l));
     uint8_t *h = vdi_alloc_aligned(2 * VDF_PAGE);
@@ -280,7 +317,7 @@ int vdi_layer_open(const char *path, bool rdwr, bool buffered,
     r = decode_header(l, l->hdr, rdwr);
     if (r < 0)
         goto fail;
-    if (rdwr && (l->flags & VDF_F_FROZEN)) {
+    if (rdwr && !force && (l->flags & VDF_F_FROZEN)) {
         r = vdi_err(-EROFS, "%s: layer is frozen (read-only forever)", path);
         goto fail;
     }
@@ -676,8 +713,9 @@ int vd_layer_create(const char *path, const struct vd_create_opts *opts,
     l->block_shift = (uint32_t)__builtin_ctz(bs);
     l->ctime = (uint64_t)time(NULL);
     set_geometry(l);
-    r = vdi_uuid_generate(&l->uuid);
-    if (r < 0)
+    if (opts->uuid && !vd_uuid_is_null(opts->uuid))
+        l->uuid = *opts->uuid;
+    else if ((r = vdi_uuid_generate(&l->uuid)) < 0)
         goto out;
 
     if (parent && !(parent->flags & VDF_F_FROZEN)) {
@@ -745,8 +783,6 @@ int vd_layer_freeze(const char *path)
 /* ------------------------------------------------------------------ */
 /* Information                                                         */
 /* ------------------------------------------------------------------ */
-
-void vdi_layer_fill_info(const struct vdi_layer *l, struct vd_layer_info *info);
 
 void vdi_layer_fill_info(const struct vdi_layer *l, struct vd_layer_info *info)
 {

@@ -155,9 +155,16 @@ struct vdi_load_report {
 };
 int vdi_layer_open(const char *path, bool rdwr, bool buffered,
                    struct vdi_layer **out);
+/* Opens for writing even if frozen: for merges that keep what every chain
+ * through the layer reads. */
+int vdi_layer_open_force(const char *path, bool buffered, struct vdi_layer **out);
+/* Grows the virtual size in the header; -ENOSPC if the L1 table is too
+ * small for the new size. */
+int vdi_layer_grow(struct vdi_layer *l, uint64_t size);
 int vdi_layer_load(struct vdi_layer *l, struct vdi_load_report *rep);
 void vdi_layer_put(struct vdi_layer *l);
 int vdi_layer_write_header(struct vdi_layer *l, uint32_t flags);
+void vdi_layer_fill_info(const struct vdi_layer *l, struct vd_layer_info *info);
 
 static inline struct vdi_l2 *vdi_l2_get(const struct vdi_layer *l, uint64_t page)
 {
@@ -241,6 +248,9 @@ struct vd_chain {
     unsigned inflight;
     bool unblocking, unblock_again;
 };
+
+/* A chain of the single layer at path, writable even if frozen. */
+int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, struct vd_chain **out);
 
 /* Owner depth (>= 2) of a sub-block below the top, 0 if none. */
 unsigned vdi_below_owner(struct vd_chain *c, uint64_t blk, unsigned sub);

@@ -44,4 +44,14 @@ struct vdi_io_stats {
 void vdi_get_io_stats(struct vdi_io_stats *st);
 void vdi_reset_io_stats(void);
 
+/* Crash points for store operations.  Every multi-step store operation
+ * calls vdi_step() between its steps (after each durable change).  With
+ * vdi_set_kill_step(n), the n-th step (counting from 1 after the call)
+ * kills the process with SIGKILL, as a crash would.  0 disables.
+ * vdi_steps_taken() tells how many steps ran since the last call of
+ * vdi_set_kill_step (to learn how many points an operation has). */
+void vdi_set_kill_step(unsigned n);
+unsigned vdi_steps_taken(void);
+void vdi_step(const char *what);
+
 #endif

@@ -1,0 +1,382 @@
+/*
+ * merge.c - moving data between layers: merging a layer with its only
+ * child (snapshot commit and removal), pulling a chain into its top
+ * (flatten), and header rewrites.
+ *
+ * Every step keeps what each chain reads: a merge writes into a layer only
+ * where a child overrides it, or into a child only where the child does
+ * not hold data yet.  So a merge interrupted at any point can simply be
+ * run again (recover.c), which is what makes the operations crash safe.
+ */
+#include <stdio.h>
+#include <unistd.h>
+
+#include "store.h"
+
+#define COPY_BUF (1u << 20)
+
+int vdi_store_writer_pid(struct vd_store *st, const char *uuid);
+
+int mg_rewrite_header(const char *path, const vd_uuid *uuid, const vd_uuid *parent,
+                      const char *hint, int frozen, uint64_t size)
+{
+    struct vdi_layer *l;
+    int r = vdi_layer_open_force(path, true, &l);
+    if (r < 0)
+        return r;
+    uint32_t flags = l->flags;
+    if (uuid)
+        l->uuid = *uuid;
+    if (parent) {
+        l->parent_uuid = *parent;
+        snprintf(l->hint, sizeof(l->hint), "%s", vd_uuid_is_null(parent) ? "" : hint);
+    }
+    if (frozen == 0)
+        flags &= ~VDF_F_FROZEN;
+    else if (frozen == 1)
+        flags |= VDF_F_FROZEN;
+    if (size && size != l->size) {
+        r = vdi_layer_grow(l, size);
+        if (r == -ENOSPC)
+            r = vdi_err(-ENOSPC, "%s: index too small for %llu bytes", path,
+                        (unsigned long long)size);
+    }
+    if (r == 0)
+        r = vdi_layer_write_header(l, flags);
+    vdi_layer_put(l);
+    return r;
+}
+
+struct copier {
+    struct vd_chain *dst;
+    uint8_t *buf;
+    uint64_t vstart, len;        /* pending run of data in buf */
+    uint64_t done, total;
+    vd_progress_fn progress;
+    void *opaque;
+};
+
+static int flush_run(struct copier *k)
+{
+    if (!k->len)
+        return 0;
+    int r = vd_write(k->dst, k->buf, k->vstart, k->len, 0);
+    k->done += k->len;
+    k->len = 0;
+    if (k->progress)
+        k->progress(k->opaque, k->done, k->total);
+    return r;
+}
+
+int mg_copy_layer(const char *src, const char *dst, bool only_where_absent,
+                  vd_progress_fn progress, void *opaque)
+{
+    struct vd_ctx *ctx = NULL;
+    struct vdi_layer *s = NULL;
+    struct copier k = { .progress = progress, .opaque = opaque };
+    int r = vd_ctx_new(0, &ctx);
+    if (r < 0)
+        return r;
+    if ((r = vdi_layer_open(src, false, true, &s)) < 0 || (r = vdi_layer_load(s, NULL)) < 0)
+        goto out;
+    if ((r = vdi_chain_open_single(ctx, dst, &k.dst)) < 0)
+        goto out;
+    struct vdi_layer *d = k.dst->layers[0];
+    if (d->block_size != s->block_size) {
+        r = vdi_err(-EINVAL, "cannot merge layers of different block sizes");
+        goto out;
+    }
+    k.buf = vdi_alloc_aligned(COPY_BUF);
+    if (!k.buf) {
+        r = vdi_err(-ENOMEM, "out of memory");
+        goto out;
+    }
+    struct vd_layer_info si;
+    vdi_layer_fill_info(s, &si);
+    k.total = si.allocated;
+    for (uint64_t pg = 0; pg < s->n_l2 && r == 0; pg++) {
+        struct vdi_l2 *p = vdi_l2_get(s, pg);
+        if (!p)
+            continue;
+        for (uint64_t i = 0; i < s->epp && r == 0; i++) {
+            uint64_t blk = pg * s->epp + i;
+            if (blk >= s->nblocks)
+                break;
+            uint8_t *e = vdi_entry(s, p, i);
+            uint64_t slot = vdf_le64(e + VDF_E_OFFSET);
+            for (unsigned sub = 0; sub < s->subs && r == 0; sub++) {
+                unsigned st = vdi_sub_state(e, sub);
+                uint64_t voff = (blk << s->block_shift) + (uint64_t)sub * VD_SUBBLOCK_SIZE;
+                uint64_t fo;
+                if (st == VDF_SUB_ABSENT || voff >= d->size || voff >= s->size)
+                    continue;
+                if (only_where_absent && vdi_lookup(d, blk, sub, &fo) != VDF_SUB_ABSENT)
+                    continue;
+                uint64_t n = VD_SUBBLOCK_SIZE;
+                if (voff + n > d->size)
+                    n = d->size - voff;
+                if (st == VDF_SUB_ZERO) {
+                    if ((r = flush_run(&k)) == 0)
+                        r = vd_zero(k.dst, voff, n, 0);
+                    continue;
+                }
+                if (k.len && (k.vstart + k.len != voff || k.len + n > COPY_BUF))
+                    r = flush_run(&k);
+                if (r)
+                    break;
+                if (!k.len)
+                    k.vstart = voff;
+                r = vdi_pread_full(s->fd, k.buf + k.len, n, slot + (uint64_t)sub * VD_SUBBLOCK_SIZE);
+                if (r == -ENODATA)
+                    r = 0;
+                if (r < 0) {
+                    r = vdi_err(r, "%s: read: %s", src, strerror(-r));
+                    break;
+                }
+                k.len += n;
+            }
+        }
+    }
+    if (r == 0)
+        r = flush_run(&k);
+out:
+    if (k.dst) {
+        int r2 = vd_chain_close(k.dst);
+        if (r == 0)
+            r = r2;
+    }
+    free(k.buf);
+    if (s)
+        vdi_layer_put(s);
+    vd_ctx_free(ctx);
+    return r;
+}
+
+int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
+                void *opaque)
+{
+    struct vd_ctx *ctx = NULL;
+    struct vd_chain *c = NULL;
+    uint8_t *buf = NULL;
+    int r = vd_ctx_new(0, &ctx);
+    if (r < 0)
+        return r;
+    struct vd_open_opts o = { .flags = VD_OPEN_RDWR | VD_OPEN_BUFFERED,
+                              .resolve = st_resolve, .resolve_opaque = st };
+    if ((r = vd_chain_open(ctx, path, &o, &c)) < 0)
+        goto out;
+    buf = vdi_alloc_aligned(COPY_BUF);
+    if (!buf) {
+        r = vdi_err(-ENOMEM, "out of memory");
+        goto out;
+    }
+    uint64_t size = vd_chain_size(c), pos = 0;
+    while (pos < size && r == 0) {
+        struct vd_extent ext[64];
+        int n = vd_block_status(c, pos, size - pos, ext, 64);
+        if (n <= 0) {
+            r = n < 0 ? n : -EIO;
+            break;
+        }
+        for (int i = 0; i < n && r == 0; i++) {
+            if (ext[i].depth >= 2 && ext[i].type == VD_EXTENT_ZERO) {
+                r = vd_zero(c, ext[i].offset, ext[i].length, 0);
+            } else if (ext[i].depth >= 2 && ext[i].type == VD_EXTENT_DATA) {
+                for (uint64_t o2 = 0; o2 < ext[i].length && r == 0; o2 += COPY_BUF) {
+                    uint64_t len = ext[i].length - o2 < COPY_BUF ? ext[i].length - o2 : COPY_BUF;
+                    r = vd_read(c, buf, ext[i].offset + o2, len);
+                    if (r == 0)
+                        r = vd_write(c, buf, ext[i].offset + o2, len, 0);
+                }
+            }
+            pos = ext[i].offset + ext[i].length;
+            if (progress)
+                progress(opaque, pos, size);
+        }
+    }
+out:
+    if (c) {
+        int r2 = vd_chain_close(c);
+        if (r == 0)
+            r = r2;
+    }
+    free(buf);
+    vd_ctx_free(ctx);
+    return r;
+}
+
+/* ------------------------------------------------------------------ */
+/* Merging a layer with its only child                                 */
+/* ------------------------------------------------------------------ */
+
+static uint64_t allocated_of(struct vd_store *st, const char *uuid)
+{
+    char path[4096];
+    struct vd_layer_info info;
+    st_layer_path(st, uuid, path, sizeof(path));
+    return vd_layer_info(path, &info) == 0 ? info.allocated : UINT64_MAX;
+}
+
+/* Resumable: j = {"op":"merge","l":L,"c":C,"mode":"up"|"down"}.
+ *  up:   copy L into C where C holds nothing; C's parent becomes L's.
+ *  down: copy C into L; L takes C's UUID, flags and size, and replaces C's
+ *        file; L's file is gone.  Time proportional to C's data. */
+int mg_resume(struct vd_store *st, const char *id, json_t *j)
+{
+    const char *l = js(j, "l"), *c = js(j, "c"), *mode = js(j, "mode");
+    char lp[4096], cp[4096], parent[37] = "";
+    vd_uuid cu, pu;
+    MDB_txn *txn;
+    int r;
+    st_layer_path(st, l, lp, sizeof(lp));
+    st_layer_path(st, c, cp, sizeof(cp));
+    if ((r = cat_txn(st, false, &txn)) < 0)
+        return r;
+    r = lay_parent(txn, st, l, parent);
+    mdb_txn_abort(txn);
+    if (r < 0)
+        return r;
+    if (vd_uuid_parse(c, &cu) < 0)
+        return vdi_err(-EUCLEAN, "journal: bad UUID '%s'", c);
+    memset(&pu, 0, sizeof(pu));
+    if (parent[0] && vd_uuid_parse(parent, &pu) < 0)
+        return vdi_err(-EUCLEAN, "catalog: bad UUID '%s'", parent);
+    char hint[64];
+    snprintf(hint, sizeof(hint), "%s.vdk", parent);
+
+    if (strcmp(mode, "up") == 0) {
+        if ((r = mg_copy_layer(lp, cp, true, NULL, NULL)) < 0)
+            return r;
+        vdi_step("merge: data copied up");
+        if ((r = mg_rewrite_header(cp, NULL, &pu, hint, -1, 0)) < 0)
+            return r;
+        vdi_step("merge: parent switched");
+    } else {
+        struct vd_layer_info li, ci;
+        if (access(lp, F_OK) == 0) {
+            if ((r = vd_layer_info(lp, &li)) < 0)
+                return r;
+            if (memcmp(li.uuid.b, cu.b, 16) != 0) {
+                if ((r = vd_layer_info(cp, &ci)) < 0)
+                    return r;
+                if (ci.size > li.size &&
+                    (r = mg_rewrite_header(lp, NULL, NULL, NULL, -1, ci.size)) < 0)
+                    return r;
+                if ((r = mg_copy_layer(cp, lp, false, NULL, NULL)) < 0)
+                    return r;
+                vdi_step("merge: data copied down");
+                if ((r = mg_rewrite_header(lp, &cu, NULL, NULL, ci.frozen ? 1 : 0, 0)) < 0)
+                    return r;
+                vdi_step("merge: identity taken");
+            }
+            if (rename(lp, cp) < 0)
+                return vdi_err(-errno, "rename %s: %s", lp, strerror(errno));
+            vdi_step("merge: file replaced");
+        }
+    }
+    if ((r = cat_txn(st, true, &txn)) < 0)
+        return r;
+    json_t *co;
+    if ((r = cat_get(txn, st->db_lay, c, &co)) < 0)
+        goto abort;
+    json_object_set_new(co, "parent", json_string(parent));
+    r = cat_put(txn, st->db_lay, c, co);
+    json_decref(co);
+    if (r < 0 || (r = cat_del(txn, st->db_lay, l)) < 0 || (r = jnl_del(txn, st, id)) < 0)
+        goto abort;
+    json_t *ul = json_array();
+    if (strcmp(mode, "up") == 0)
+        json_array_append_new(ul, json_string(l));
+    r = st_commit_and_unlink(st, txn, ul);
+    json_decref(ul);
+    return r;
+abort:
+    mdb_txn_abort(txn);
+    return r;
+}
+
+/* Starts a merge of l with its only child c in the journal, inside txn. */
+int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
+            bool prefer_down, char id[17]);
+int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
+            bool prefer_down, char id[17])
+{
+    const char *mode = "up";
+    if (prefer_down || allocated_of(st, c) < allocated_of(st, l)) {
+        /* Down needs l's index to cover c's size. */
+        char lp[4096], cp[4096];
+        struct vd_layer_info li, ci;
+        st_layer_path(st, l, lp, sizeof(lp));
+        st_layer_path(st, c, cp, sizeof(cp));
+        if (vd_layer_info(lp, &li) == 0 && vd_layer_info(cp, &ci) == 0 &&
+            li.block_size == ci.block_size) {
+            mode = "down";
+            if (ci.size > li.size) {
+                struct vdi_layer *x;
+                if (vdi_layer_open(lp, false, true, &x) == 0) {
+                    uint64_t n_l1 = x->n_l1;
+                    uint64_t epp = x->epp, bs = x->block_size;
+                    uint64_t nb = (ci.size + bs - 1) / bs;
+                    uint64_t nl2 = (nb + epp - 1) / epp;
+                    if ((nl2 + VDF_L1_EPP - 1) / VDF_L1_EPP != n_l1)
+                        mode = "up";
+                    vdi_layer_put(x);
+                }
+            }
+        }
+    }
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "op", "merge", "l", l, "c", c,
+                          "mode", mode);
+    if (!j)
+        return vdi_err(-ENOMEM, "out of memory");
+    int r = jnl_add(txn, st, j, id);
+    json_decref(j);
+    return r;
+}
+
+int mg_simplify(struct vd_store *st, const char *uuid)
+{
+    MDB_txn *txn;
+    json_t *o;
+    char child[37], id[17];
+    int r = cat_txn(st, true, &txn);
+    if (r < 0)
+        return r;
+    r = cat_get(txn, st->db_lay, uuid, &o);
+    if (r == -ENOENT) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    if (r < 0)
+        goto abort;
+    uint64_t refs = ju(o, "refs");
+    json_decref(o);
+    if (refs != 1) {
+        mdb_txn_abort(txn);
+        return 0;
+    }
+    int n = lay_children(txn, st, uuid, child);
+    if (n != 1 || vdi_store_writer_pid(st, child)) {
+        /* Its one reference is a volume, snapshot or template; or the child
+         * is in use: the merge waits for a later operation. */
+        mdb_txn_abort(txn);
+        return n < 0 ? n : 0;
+    }
+    if ((r = mg_plan(st, txn, uuid, child, false, id)) < 0)
+        goto abort;
+    if ((r = cat_commit(txn)) < 0)
+        return r;
+    vdi_step("merge planned");
+    if ((r = cat_txn(st, false, &txn)) < 0)
+        return r;
+    r = cat_get(txn, st->db_jnl, id, &o);
+    mdb_txn_abort(txn);
+    if (r < 0)
+        return r;
+    r = mg_resume(st, id, o);
+    json_decref(o);
+    return r;
+abort:
+    mdb_txn_abort(txn);
+    return r;
+}

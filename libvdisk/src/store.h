@@ -1,0 +1,110 @@
+/*
+ * store.h - the store's internals: the LMDB catalog, the journal of
+ * multi-step operations, and the helpers the operations share.
+ *
+ * Catalog databases (values are JSON objects, keys strings):
+ *   volumes    NAME          {"top": UUID, "ctime": T, "template": TPL, "tver": N}
+ *   layers     UUID          {"parent": UUID|"", "refs": N}
+ *   snapshots  VOL/SNAP      {"layer": UUID, "ctime": T}
+ *   templates  NAME          {"ctime": T, "next": N,
+ *                             "versions": [{"v": N, "layer": UUID, "ctime": T}]}
+ *   journal    ID (%016x)    {"op": ..., operation-specific fields}
+ *   meta       "format"      {"version": 1}
+ *
+ * A layer's refs count its children, the volumes whose top it is, the
+ * snapshots and template versions that name it.  A layer whose count
+ * drops to zero is removed with its file.  The layer file of UUID U is
+ * STORE/layers/U.vdk; the library checks every parent's UUID on open.
+ *
+ * Operations that touch files record what they are about to do in the
+ * journal in one transaction, do the file work, then apply their catalog
+ * changes and delete the journal entry in a second transaction.  On open,
+ * vd_store_open finishes or undoes each entry left behind (recover.c).
+ */
+#ifndef VD_STORE_H
+#define VD_STORE_H
+
+#include <jansson.h>
+#include <lmdb.h>
+
+#include "vd-internal.h"
+
+struct vd_store {
+    char *path;
+    char *layers_dir;
+    MDB_env *env;
+    MDB_dbi db_vol, db_lay, db_snap, db_tpl, db_jnl, db_meta;
+    int lock_fd;          /* STORE/lock: serializes changing operations */
+    int lock_depth;
+};
+
+/* ---- catalog.c ---- */
+int cat_txn(struct vd_store *st, bool write, MDB_txn **txn);
+int cat_commit(MDB_txn *txn);
+/* Returns 0 with a new reference in *out, -ENOENT, or another error. */
+int cat_get(MDB_txn *txn, MDB_dbi db, const char *key, json_t **out);
+int cat_put(MDB_txn *txn, MDB_dbi db, const char *key, json_t *val);
+int cat_del(MDB_txn *txn, MDB_dbi db, const char *key);
+/* Calls fn for each record whose key starts with prefix ("" = all); fn
+ * returns 0 to go on, 1 to stop, or a negative errno. */
+typedef int (*cat_each_fn)(void *opaque, const char *key, json_t *val);
+int cat_each(MDB_txn *txn, MDB_dbi db, const char *prefix, cat_each_fn fn, void *opaque);
+
+const char *js(json_t *o, const char *key);         /* "" when missing */
+uint64_t ju(json_t *o, const char *key);            /* 0 when missing */
+
+/* Layer records. */
+int lay_new(MDB_txn *txn, struct vd_store *st, const char *uuid, const char *parent,
+            unsigned refs);
+int lay_ref(MDB_txn *txn, struct vd_store *st, const char *uuid, int delta,
+            json_t *unlink_list);
+int lay_parent(MDB_txn *txn, struct vd_store *st, const char *uuid, char out[37]);
+/* Children of a layer: count, and the UUID of one of them. */
+int lay_children(MDB_txn *txn, struct vd_store *st, const char *uuid, char one[37]);
+
+/* Journal. */
+int jnl_add(MDB_txn *txn, struct vd_store *st, json_t *entry, char id[17]);
+int jnl_del(MDB_txn *txn, struct vd_store *st, const char *id);
+
+/* ---- store.c ---- */
+int st_lock(struct vd_store *st);
+void st_unlock(struct vd_store *st);
+int st_check_name(const char *what, const char *name);
+void st_layer_path(const struct vd_store *st, const char *uuid, char *out, size_t len);
+int st_new_uuid(char out[37]);
+/* Takes the write lock of a layer file (the volume's top) for the time
+ * of an operation: -EBUSY naming the process that has it open. */
+int st_hold_layer(struct vd_store *st, const char *uuid, const char *vol,
+                  struct vdi_layer **out);
+/* Unlinks the files named in list (UUIDs), ignoring missing ones. */
+void st_unlink_layers(struct vd_store *st, json_t *list);
+/* Finishes an operation that collected layer files to unlink: records them
+ * in the journal in txn, commits, unlinks, then drops the entry. */
+int st_commit_and_unlink(struct vd_store *st, MDB_txn *txn, json_t *unlink_list);
+int st_resolve(void *opaque, const vd_uuid *parent, const char *hint,
+               const char *child_path, char *out, size_t outlen);
+
+/* ---- merge.c ---- */
+/* Copies the sub-block states and data of layer src into layer dst (by
+ * path; dst is written even if frozen: callers only do this where the
+ * content seen through the chain does not change).  only_where_absent:
+ * skip sub-blocks dst already holds. */
+int mg_copy_layer(const char *src, const char *dst, bool only_where_absent,
+                  vd_progress_fn progress, void *opaque);
+/* Copies into the top of the chain at path everything it reads from below. */
+int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
+                void *opaque);
+/* Rewrites a layer's header: new UUID (NULL: keep), parent (NULL: keep; a
+ * null UUID: none), frozen (-1 keep), size (0 keep). */
+int mg_rewrite_header(const char *path, const vd_uuid *uuid, const vd_uuid *parent,
+                      const char *hint, int frozen, uint64_t size);
+/* Merges the unnamed layer uuid with its only child if it has one and no
+ * other reference; repeats up the chain. */
+int mg_simplify(struct vd_store *st, const char *uuid);
+/* Continues a merge recorded in the journal. */
+int mg_resume(struct vd_store *st, const char *id, json_t *j);
+
+/* ---- recover.c ---- */
+int st_recover(struct vd_store *st);
+
+#endif
