@@ -238,7 +238,7 @@ install: lib cli
 	install -m 644 libvdisk/include/vdisk.h $(DESTDIR)$(INCLUDEDIR)/vdisk.h
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' \
 	    -e 's|@INCLUDEDIR@|$(INCLUDEDIR)|g' -e 's|@VERSION@|$(VERSION)|g' \
-	    -e 's|@LIBS_PRIVATE@|$(AIO_LIBS)  |g' \
+	    -e 's|@LIBS_PRIVATE@|$(AIO_LIBS) $(LMDB_LIBS) $(JANSSON_LIBS)|g' \
 	    libvdisk/libvdisk.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libvdisk.pc
 
 uninstall:
