@@ -296,10 +296,6 @@ static int drop_snapshot(struct vd_store *st, const char *vol, const char *snap,
             goto abort;
         }
     }
-    if (held) {
-        vdi_layer_put(held);
-        held = NULL;
-    }
     if ((r = st_commit_and_unlink(st, txn, ul)) < 0)
         goto out;
     if (id[0]) {
@@ -308,6 +304,13 @@ static int drop_snapshot(struct vd_store *st, const char *vol, const char *snap,
             goto out;
         r = cat_get(txn, st->db_jnl, id, &jo);
         mdb_txn_abort(txn);
+        /* A downward merge reads the top and renames over it: keep other
+         * writers out until it is done.  An upward one writes into the
+         * child itself and takes the lock on its own. */
+        if (r == 0 && held && strcmp(js(jo, "mode"), "down") != 0) {
+            vdi_layer_put(held);
+            held = NULL;
+        }
         if (r == 0) {
             if (progress)
                 progress(opaque, 0, 1);

@@ -118,6 +118,18 @@ int st_lock(struct vd_store *st)
     return 0;
 }
 
+int st_trylock(struct vd_store *st)
+{
+    if (st->lock_depth > 0) {
+        st->lock_depth++;
+        return 0;
+    }
+    if (flock(st->lock_fd, LOCK_EX | LOCK_NB) < 0)
+        return -errno == -EWOULDBLOCK ? -EBUSY : -errno;
+    st->lock_depth = 1;
+    return 0;
+}
+
 void st_unlock(struct vd_store *st)
 {
     if (--st->lock_depth == 0)

@@ -68,6 +68,8 @@ int jnl_del(MDB_txn *txn, struct vd_store *st, const char *id);
 
 /* ---- store.c ---- */
 int st_lock(struct vd_store *st);
+/* 0, or -EBUSY while another process runs an operation. */
+int st_trylock(struct vd_store *st);
 void st_unlock(struct vd_store *st);
 int st_check_name(const char *what, const char *name);
 void st_layer_path(const struct vd_store *st, const char *uuid, char *out, size_t len);
