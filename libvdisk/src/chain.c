@@ -487,7 +487,8 @@ int vd_chain_layer_info(const struct vd_chain *c, unsigned depth,
     return 0;
 }
 
-int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, struct vd_chain **out)
+int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, bool rdwr,
+                          struct vd_chain **out)
 {
     struct vd_chain *c = calloc(1, sizeof(*c));
     if (!c || !(c->layers = calloc(1, sizeof(*c->layers)))) {
@@ -495,10 +496,10 @@ int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, struct vd_chain 
         return vdi_err(-ENOMEM, "out of memory");
     }
     c->ctx = ctx;
-    c->rdwr = true;
+    c->rdwr = rdwr;
     c->buffered = true;
     struct vdi_layer *l;
-    int r = vdi_layer_open_force(path, true, &l);
+    int r = rdwr ? vdi_layer_open_force(path, true, &l) : vdi_layer_open(path, false, true, &l);
     if (r < 0) {
         chain_free(c);
         return r;
@@ -512,7 +513,7 @@ int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, struct vd_chain 
     c->block_size = l->block_size;
     c->block_shift = l->block_shift;
     c->subs = l->subs;
-    if (!(l->flags & VDF_F_DIRTY) &&
+    if (rdwr && !(l->flags & VDF_F_DIRTY) &&
         (r = vdi_layer_write_header(l, l->flags | VDF_F_DIRTY)) < 0) {
         chain_free(c);
         return r;

@@ -817,6 +817,29 @@ void vdi_layer_fill_info(const struct vdi_layer *l, struct vd_layer_info *info)
         info->file_size = (uint64_t)st.st_size;
 }
 
+int vdi_layer_header_info(const char *path, struct vd_layer_info *info)
+{
+    struct vdi_layer *l;
+    int r = vdi_layer_open(path, false, true, &l);
+    if (r < 0)
+        return r;
+    memset(info, 0, sizeof(*info));
+    info->uuid = l->uuid;
+    info->parent_uuid = l->parent_uuid;
+    snprintf(info->parent_hint, sizeof(info->parent_hint), "%s", l->hint);
+    info->size = l->size;
+    info->block_size = l->block_size;
+    info->digest = l->digest;
+    info->frozen = l->flags & VDF_F_FROZEN;
+    info->dirty = l->flags & VDF_F_DIRTY;
+    info->create_time = l->ctime;
+    struct stat st;
+    if (fstat(l->fd, &st) == 0)
+        info->file_size = (uint64_t)st.st_size;
+    vdi_layer_put(l);
+    return 0;
+}
+
 int vd_layer_info(const char *path, struct vd_layer_info *info)
 {
     struct vdi_layer *l;

@@ -9,6 +9,7 @@
  * run again (recover.c), which is what makes the operations crash safe.
  */
 #include <stdio.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "store.h"
@@ -47,53 +48,119 @@ int mg_rewrite_header(const char *path, const vd_uuid *uuid, const vd_uuid *pare
     return r;
 }
 
-struct copier {
-    struct vd_chain *dst;
+/* The copy is a pipeline: runs of present sub-blocks (up to 1 MiB of
+ * contiguous virtual space) are read from the source layer and written to
+ * the destination with up to COPY_SLOTS runs in flight. */
+#define COPY_SLOTS 16
+
+struct copier;
+
+struct slot {
+    struct copier *k;
     uint8_t *buf;
-    uint64_t vstart, len;        /* pending run of data in buf */
+    uint64_t voff, len;
+    bool busy;
+};
+
+struct copier {
+    struct vd_ctx *ctx;
+    struct vd_chain *src, *dst;
+    struct slot slots[COPY_SLOTS];
+    unsigned busy;
+    int err;
     uint64_t done, total;
     vd_progress_fn progress;
     void *opaque;
 };
 
-static int flush_run(struct copier *k)
+static void write_done(void *opaque, int res)
 {
-    if (!k->len)
-        return 0;
-    int r = vd_write(k->dst, k->buf, k->vstart, k->len, 0);
-    k->done += k->len;
-    k->len = 0;
+    struct slot *sl = opaque;
+    struct copier *k = sl->k;
+    if (res < 0 && !k->err)
+        k->err = res;
+    k->done += sl->len;
     if (k->progress)
         k->progress(k->opaque, k->done, k->total);
-    return r;
+    sl->busy = false;
+    k->busy--;
 }
 
-int mg_copy_layer(const char *src, const char *dst, bool only_where_absent,
-                  vd_progress_fn progress, void *opaque)
+static void read_done(void *opaque, int res)
 {
-    struct vd_ctx *ctx = NULL;
-    struct vdi_layer *s = NULL;
-    struct copier k = { .progress = progress, .opaque = opaque };
-    int r = vd_ctx_new(0, &ctx);
+    struct slot *sl = opaque;
+    struct copier *k = sl->k;
+    if (res == 0 && !k->err)
+        res = vd_aio_write(k->dst, sl->buf, sl->voff, sl->len, 0, write_done, sl);
+    if (res < 0) {
+        if (!k->err)
+            k->err = res;
+        sl->busy = false;
+        k->busy--;
+    }
+}
+
+static void zero_done(void *opaque, int res)
+{
+    struct copier *k = opaque;
+    if (res < 0 && !k->err)
+        k->err = res;
+    k->busy--;
+}
+
+/* A free slot, waiting for one if all are busy. */
+static struct slot *get_slot(struct copier *k)
+{
+    for (;;) {
+        for (unsigned i = 0; i < COPY_SLOTS; i++)
+            if (!k->slots[i].busy)
+                return &k->slots[i];
+        if (vd_ctx_poll(k->ctx, -1) < 0)
+            return NULL;
+    }
+}
+
+static int start_run(struct copier *k, uint64_t voff, uint64_t len)
+{
+    if (k->err)
+        return k->err;
+    struct slot *sl = get_slot(k);
+    if (!sl)
+        return -EIO;
+    if (!sl->buf && !(sl->buf = vdi_alloc_aligned(COPY_BUF)))
+        return vdi_err(-ENOMEM, "out of memory");
+    sl->k = k;
+    sl->voff = voff;
+    sl->len = len;
+    int r = vd_aio_read(k->src, sl->buf, voff, len, read_done, sl);
     if (r < 0)
         return r;
-    if ((r = vdi_layer_open(src, false, true, &s)) < 0 || (r = vdi_layer_load(s, NULL)) < 0)
+    sl->busy = true;
+    k->busy++;
+    return 0;
+}
+
+int mg_copy_layer(struct vd_ctx *ctx, const char *src, const char *dst,
+                  bool only_where_absent, vd_progress_fn progress, void *opaque)
+{
+    struct copier k = { .ctx = ctx, .progress = progress, .opaque = opaque };
+    int r;
+    if (!ctx)
+        return -ENOMEM;
+    if ((r = vdi_chain_open_single(ctx, src, false, &k.src)) < 0)
+        return r;
+    if ((r = vdi_chain_open_single(ctx, dst, true, &k.dst)) < 0)
         goto out;
-    if ((r = vdi_chain_open_single(ctx, dst, &k.dst)) < 0)
-        goto out;
-    struct vdi_layer *d = k.dst->layers[0];
+    struct vdi_layer *s = k.src->layers[0], *d = k.dst->layers[0];
     if (d->block_size != s->block_size) {
         r = vdi_err(-EINVAL, "cannot merge layers of different block sizes");
-        goto out;
-    }
-    k.buf = vdi_alloc_aligned(COPY_BUF);
-    if (!k.buf) {
-        r = vdi_err(-ENOMEM, "out of memory");
         goto out;
     }
     struct vd_layer_info si;
     vdi_layer_fill_info(s, &si);
     k.total = si.allocated;
+    uint64_t rstart = 0, rlen = 0;     /* the run being gathered */
+    uint64_t limit = s->size < d->size ? s->size : d->size;
     for (uint64_t pg = 0; pg < s->n_l2 && r == 0; pg++) {
         struct vdi_l2 *p = vdi_l2_get(s, pg);
         if (!p)
@@ -103,64 +170,67 @@ int mg_copy_layer(const char *src, const char *dst, bool only_where_absent,
             if (blk >= s->nblocks)
                 break;
             uint8_t *e = vdi_entry(s, p, i);
-            uint64_t slot = vdf_le64(e + VDF_E_OFFSET);
             for (unsigned sub = 0; sub < s->subs && r == 0; sub++) {
                 unsigned st = vdi_sub_state(e, sub);
                 uint64_t voff = (blk << s->block_shift) + (uint64_t)sub * VD_SUBBLOCK_SIZE;
                 uint64_t fo;
-                if (st == VDF_SUB_ABSENT || voff >= d->size || voff >= s->size)
+                if (st == VDF_SUB_ABSENT || voff >= limit)
                     continue;
                 if (only_where_absent && vdi_lookup(d, blk, sub, &fo) != VDF_SUB_ABSENT)
                     continue;
                 uint64_t n = VD_SUBBLOCK_SIZE;
-                if (voff + n > d->size)
-                    n = d->size - voff;
+                if (voff + n > limit)
+                    n = limit - voff;
                 if (st == VDF_SUB_ZERO) {
-                    if ((r = flush_run(&k)) == 0)
-                        r = vd_zero(k.dst, voff, n, 0);
+                    k.busy++;
+                    r = vd_aio_zero(k.dst, voff, n, 0, zero_done, &k);
+                    if (r < 0)
+                        k.busy--;
                     continue;
                 }
-                if (k.len && (k.vstart + k.len != voff || k.len + n > COPY_BUF))
-                    r = flush_run(&k);
-                if (r)
-                    break;
-                if (!k.len)
-                    k.vstart = voff;
-                r = vdi_pread_full(s->fd, k.buf + k.len, n, slot + (uint64_t)sub * VD_SUBBLOCK_SIZE);
-                if (r == -ENODATA)
-                    r = 0;
-                if (r < 0) {
-                    r = vdi_err(r, "%s: read: %s", src, strerror(-r));
-                    break;
+                if (rlen && (rstart + rlen != voff || rlen + n > COPY_BUF)) {
+                    r = start_run(&k, rstart, rlen);
+                    rlen = 0;
                 }
-                k.len += n;
+                if (!rlen)
+                    rstart = voff;
+                rlen += n;
             }
         }
     }
+    if (r == 0 && rlen)
+        r = start_run(&k, rstart, rlen);
+    while (k.busy)
+        if (vd_ctx_poll(ctx, -1) < 0)
+            break;
     if (r == 0)
-        r = flush_run(&k);
+        r = k.err;
+    if (r == 0)
+        r = vd_flush(k.dst);
 out:
+    while (k.busy)
+        if (vd_ctx_poll(ctx, -1) < 0)
+            break;
     if (k.dst) {
         int r2 = vd_chain_close(k.dst);
         if (r == 0)
             r = r2;
     }
-    free(k.buf);
-    if (s)
-        vdi_layer_put(s);
-    vd_ctx_free(ctx);
+    vd_chain_close(k.src);
+    for (unsigned i = 0; i < COPY_SLOTS; i++)
+        free(k.slots[i].buf);
     return r;
 }
 
 int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
                 void *opaque)
 {
-    struct vd_ctx *ctx = NULL;
+    struct vd_ctx *ctx = st_ctx(st);
     struct vd_chain *c = NULL;
     uint8_t *buf = NULL;
-    int r = vd_ctx_new(0, &ctx);
-    if (r < 0)
-        return r;
+    int r;
+    if (!ctx)
+        return -ENOMEM;
     struct vd_open_opts o = { .flags = VD_OPEN_RDWR | VD_OPEN_BUFFERED,
                               .resolve = st_resolve, .resolve_opaque = st };
     if ((r = vd_chain_open(ctx, path, &o, &c)) < 0)
@@ -201,7 +271,6 @@ out:
             r = r2;
     }
     free(buf);
-    vd_ctx_free(ctx);
     return r;
 }
 
@@ -212,9 +281,10 @@ out:
 static uint64_t allocated_of(struct vd_store *st, const char *uuid)
 {
     char path[4096];
-    struct vd_layer_info info;
+    struct stat sb;
     st_layer_path(st, uuid, path, sizeof(path));
-    return vd_layer_info(path, &info) == 0 ? info.allocated : UINT64_MAX;
+    /* The space the file takes is a good enough measure of its data. */
+    return stat(path, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : UINT64_MAX;
 }
 
 /* Resumable: j = {"op":"merge","l":L,"c":C,"mode":"up"|"down"}.
@@ -245,7 +315,7 @@ int mg_resume(struct vd_store *st, const char *id, json_t *j)
     snprintf(hint, sizeof(hint), "%s.vdk", parent);
 
     if (strcmp(mode, "up") == 0) {
-        if ((r = mg_copy_layer(lp, cp, true, NULL, NULL)) < 0)
+        if ((r = mg_copy_layer(st_ctx(st), lp, cp, true, NULL, NULL)) < 0)
             return r;
         vdi_step("merge: data copied up");
         if ((r = mg_rewrite_header(cp, NULL, &pu, hint, -1, 0)) < 0)
@@ -254,15 +324,15 @@ int mg_resume(struct vd_store *st, const char *id, json_t *j)
     } else {
         struct vd_layer_info li, ci;
         if (access(lp, F_OK) == 0) {
-            if ((r = vd_layer_info(lp, &li)) < 0)
+            if ((r = vdi_layer_header_info(lp, &li)) < 0)
                 return r;
             if (memcmp(li.uuid.b, cu.b, 16) != 0) {
-                if ((r = vd_layer_info(cp, &ci)) < 0)
+                if ((r = vdi_layer_header_info(cp, &ci)) < 0)
                     return r;
                 if (ci.size > li.size &&
                     (r = mg_rewrite_header(lp, NULL, NULL, NULL, -1, ci.size)) < 0)
                     return r;
-                if ((r = mg_copy_layer(cp, lp, false, NULL, NULL)) < 0)
+                if ((r = mg_copy_layer(st_ctx(st), cp, lp, false, NULL, NULL)) < 0)
                     return r;
                 vdi_step("merge: data copied down");
                 if ((r = mg_rewrite_header(lp, &cu, NULL, NULL, ci.frozen ? 1 : 0, 0)) < 0)
@@ -308,7 +378,7 @@ int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
         struct vd_layer_info li, ci;
         st_layer_path(st, l, lp, sizeof(lp));
         st_layer_path(st, c, cp, sizeof(cp));
-        if (vd_layer_info(lp, &li) == 0 && vd_layer_info(cp, &ci) == 0 &&
+        if (vdi_layer_header_info(lp, &li) == 0 && vdi_layer_header_info(cp, &ci) == 0 &&
             li.block_size == ci.block_size) {
             mode = "down";
             if (ci.size > li.size) {

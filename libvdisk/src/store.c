@@ -329,10 +329,18 @@ fail:
     return r;
 }
 
+struct vd_ctx *st_ctx(struct vd_store *st)
+{
+    if (!st->ctx && vd_ctx_new(0, &st->ctx) < 0)
+        st->ctx = NULL;
+    return st->ctx;
+}
+
 void vd_store_close(struct vd_store *st)
 {
     if (!st)
         return;
+    vd_ctx_free(st->ctx);
     if (st->env)
         mdb_env_close(st->env);
     if (st->lock_fd >= 0)

@@ -35,6 +35,7 @@ struct vd_store {
     MDB_env *env;
     MDB_dbi db_vol, db_lay, db_snap, db_tpl, db_jnl, db_meta;
     int lock_fd;          /* STORE/lock: serializes changing operations */
+    struct vd_ctx *ctx;   /* for the store's own copies; made on first use */
     int lock_depth;
 };
 
@@ -68,6 +69,8 @@ int jnl_del(MDB_txn *txn, struct vd_store *st, const char *id);
 
 /* ---- store.c ---- */
 int st_lock(struct vd_store *st);
+/* The store's I/O context (NULL on failure, with the message set). */
+struct vd_ctx *st_ctx(struct vd_store *st);
 /* 0, or -EBUSY while another process runs an operation. */
 int st_trylock(struct vd_store *st);
 void st_unlock(struct vd_store *st);
@@ -91,8 +94,8 @@ int st_resolve(void *opaque, const vd_uuid *parent, const char *hint,
  * path; dst is written even if frozen: callers only do this where the
  * content seen through the chain does not change).  only_where_absent:
  * skip sub-blocks dst already holds. */
-int mg_copy_layer(const char *src, const char *dst, bool only_where_absent,
-                  vd_progress_fn progress, void *opaque);
+int mg_copy_layer(struct vd_ctx *ctx, const char *src, const char *dst,
+                  bool only_where_absent, vd_progress_fn progress, void *opaque);
 /* Copies into the top of the chain at path everything it reads from below. */
 int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
                 void *opaque);

@@ -263,12 +263,12 @@ static int copy_chain(struct vd_store *st, const char *src, const char *dst,
     vd_uuid nu;
     if (vd_uuid_parse(uuid, &nu) < 0)
         return vdi_err(-EINVAL, "bad UUID '%s'", uuid);
-    struct vd_ctx *ctx;
+    struct vd_ctx *ctx = st_ctx(st);
     struct vd_chain *c = NULL, *d = NULL;
     uint8_t *buf = NULL;
-    int r = vd_ctx_new(0, &ctx);
-    if (r < 0)
-        return r;
+    int r = 0;
+    if (!ctx)
+        return -ENOMEM;
     struct vd_open_opts o = { .resolve = st_resolve, .resolve_opaque = st };
     if ((r = vd_chain_open(ctx, src, &o, &c)) < 0)
         goto out;
@@ -363,7 +363,6 @@ out:
     if (c)
         vd_chain_close(c);
     free(buf);
-    vd_ctx_free(ctx);
     return r;
 }
 
@@ -398,7 +397,7 @@ int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char 
         r = copy_chain(st, lp, np, n, progress, opaque);
     } else {
         struct vd_layer_info li;
-        if ((r = vd_layer_info(lp, &li)) == 0) {
+        if ((r = vdi_layer_header_info(lp, &li)) == 0) {
             struct vd_create_opts co = { .digest = li.digest, .parent = lp };
             vd_uuid nu;
             vd_uuid_parse(n, &nu);

@@ -165,6 +165,8 @@ int vdi_layer_load(struct vdi_layer *l, struct vdi_load_report *rep);
 void vdi_layer_put(struct vdi_layer *l);
 int vdi_layer_write_header(struct vdi_layer *l, uint32_t flags);
 void vdi_layer_fill_info(const struct vdi_layer *l, struct vd_layer_info *info);
+/* vd_layer_info from the header alone (allocated and zeroed are 0). */
+int vdi_layer_header_info(const char *path, struct vd_layer_info *info);
 
 static inline struct vdi_l2 *vdi_l2_get(const struct vdi_layer *l, uint64_t page)
 {
@@ -249,8 +251,10 @@ struct vd_chain {
     bool unblocking, unblock_again;
 };
 
-/* A chain of the single layer at path, writable even if frozen. */
-int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, struct vd_chain **out);
+/* A chain of the single layer at path, without its parents: read-only, or
+ * writable even if frozen (rdwr). */
+int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, bool rdwr,
+                          struct vd_chain **out);
 
 /* Owner depth (>= 2) of a sub-block below the top, 0 if none. */
 unsigned vdi_below_owner(struct vd_chain *c, uint64_t blk, unsigned sub);
