@@ -1,10 +1,16 @@
 /*
  * cli.h - private interface shared by the files of the vdisk command.
  *
- * One file per concern: main.c (top-level dispatch), img.c (the "img"
- * group), one img-*.c per subcommand, source.c (reading raw or vdk images
- * as one thing), util.c (errors, sizes, the process's vd_ctx) and json.c
- * (string escaping for hand-written JSON output).
+ * One file per concern: main.c (top-level dispatch), dispatch.c (command
+ * tables), img.c (the "img" group), one img-*.c per subcommand, source.c
+ * (reading raw or vdk images as one thing), copy.c (the sparse copy
+ * pipeline of convert, import and export), util.c (errors, sizes, the
+ * process's vd_ctx) and json.c (string escaping for hand-written JSON
+ * output).  The store-level commands: store.c (choosing and opening the
+ * store, helpers they share), vol.c (create, rm, resize), vol-info.c (list,
+ * info), vol-check.c (check), vol-map.c (map), import-export.c, io.c (the
+ * qemu-io lookalike), snapshot.c, template.c, clone.c (clone, flatten) and
+ * df.c.
  */
 #ifndef VDISK_CLI_H
 #define VDISK_CLI_H
@@ -39,12 +45,41 @@ enum {
 
 /* ---- subcommands (argv[0] is the subcommand's name) ---- */
 int cmd_img(int argc, char **argv);
+int cmd_snapshot(int argc, char **argv);
+int cmd_template(int argc, char **argv);
+int vol_create(int argc, char **argv);
+int vol_list(int argc, char **argv);
+int vol_info(int argc, char **argv);
+int vol_rm(int argc, char **argv);
+int vol_resize(int argc, char **argv);
+int vol_check(int argc, char **argv);
+int vol_map(int argc, char **argv);
+int vol_import(int argc, char **argv);
+int vol_export(int argc, char **argv);
+int vol_io(int argc, char **argv);
+int vol_clone(int argc, char **argv);
+int vol_flatten(int argc, char **argv);
+int store_df(int argc, char **argv);
 int img_create(int argc, char **argv);
 int img_info(int argc, char **argv);
 int img_check(int argc, char **argv);
 int img_map(int argc, char **argv);
 int img_convert(int argc, char **argv);
 int img_compare(int argc, char **argv);
+
+/* ---- dispatch.c: command tables ---- */
+
+struct cli_cmd {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *synopsis;     /* after "vdisk GROUP " */
+};
+
+/* Runs the command of the table named by argv[0] with argv[0] replaced by
+ * "vdisk GROUP NAME" (getopt names the program by it) and getopt reset.
+ * group is "" at the top level.  An unknown name is a usage error. */
+int cli_dispatch(const char *group, const struct cli_cmd *cmds, size_t n,
+                 int argc, char **argv);
 
 /* ---- util.c ---- */
 
@@ -167,5 +202,121 @@ int img_src_status(struct img_src *src, uint64_t off, uint64_t len,
  * a raw image past the end of its file reads as zeroes.  Returns 0 or a
  * negative errno after printing an error. */
 int img_src_read(struct img_src *src, void *buf, uint64_t off, size_t len);
+
+/* Makes src read the open chain (which it then owns: img_src_close closes
+ * it); name is used in messages. */
+void img_src_use_chain(struct img_src *src, struct vd_chain *chain,
+                       const char *name);
+
+/* ---- copy.c: the sparse copy pipeline ---- */
+
+/* Where a copy goes: a raw file (fd) or a vdk chain (a new layer file, or
+ * a store volume opened for writing). */
+struct copy_out {
+    enum img_format fmt;
+    const char *path;       /* for messages; the file to remove on failure */
+    int fd;                 /* FMT_RAW */
+    struct vd_chain *chain; /* FMT_VDK; closed by copy_out_close */
+    bool created;           /* we created path: copy_out_discard removes it */
+};
+
+void copy_out_init(struct copy_out *o, enum img_format fmt, const char *path);
+/* Creates (or truncates) the raw file o->path with the given size. */
+int copy_out_open_raw(struct copy_out *o, uint64_t size);
+/* Creates the vdk layer o->path (which must not exist) and opens it. */
+int copy_out_open_vdk(struct copy_out *o, const struct vd_create_opts *co);
+/* Makes the output durable and closes it: 0 or a negative errno (printed). */
+int copy_out_close(struct copy_out *o);
+/* Closes the output after a failure and removes the file if we made it. */
+void copy_out_discard(struct copy_out *o);
+
+/* Copies src into out, which must read as zeroes everywhere and be at
+ * least as large: only data is read and only granules that are not zero
+ * are written.  -p style progress when progress is set.  Returns 0 or a
+ * negative errno after printing an error. */
+int copy_image(struct img_src *src, struct copy_out *out, bool progress);
+
+/* ---- img-map.c ---- */
+
+/* Prints the extents of chain as "img map" does (what names it in
+ * messages).  Returns 0 or a negative errno after printing an error. */
+int map_chain(struct vd_chain *chain, const char *what, enum cli_output output);
+
+/* ---- store.c: the store the commands work on ---- */
+
+/* The value of getopt's "--store DIR" option, in every store command. */
+#define OPT_STORE 0x7300
+#define CLI_STORE_OPTION { "store", required_argument, NULL, OPT_STORE }
+
+/* Records --store DIR (the last one given wins). */
+void cli_set_store(const char *dir);
+
+/* Parses the options of a command that takes only --store, --help and,
+ * when output is not NULL, --output human|json.  Returns -1 to go on
+ * (optind is at the first operand), else the exit status to return (help
+ * shown, or a usage error reported). */
+int cli_common_opts(int argc, char **argv, const char *cmd,
+                    void (*usage)(FILE *f), enum cli_output *output);
+
+/* Opens the store chosen by --store, else $VDISK_STORE, else
+ * vd_store_default_path().  flags: VD_STORE_CREATE for commands that
+ * create things; without it a missing store is an error that says so.
+ * Returns 0 or a negative errno after printing an error. */
+int cli_store_open(unsigned flags, struct vd_store **out);
+
+/* "vdisk: <message>" for a failed store call.  The library's messages name
+ * the volume, snapshot or template they are about; when the message does
+ * not contain name, "<what>: " (printf-formatted) goes first. */
+void cli_err_store(int err, const char *name, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* As cli_err_store for a failed call on the volume name, but when name is
+ * a template and the library's message does not say so, says that,
+ * followed by hint when not NULL ("use 'vdisk template rm'"). */
+void cli_err_volume(int err, struct vd_store *st, const char *name,
+                    const char *hint, const char *what);
+
+/* A copy of the library's message for err (cli_lib_msg), to keep it across
+ * other library calls; NULL when out of memory.  The caller frees it. */
+char *cli_lib_msg_dup(int err);
+
+/* True if name follows the rule of vdisk.h for volume, template and
+ * snapshot names (used to refuse early, before work that would be lost). */
+bool cli_name_valid(const char *name);
+
+/* Local time as ISO 8601 with the UTC offset: "2024-05-01T13:02:03+02:00". */
+const char *cli_iso_time(uint64_t t, char *buf, size_t len);
+
+/* Writes "create-time": SECONDS,<sep>"created": "ISO 8601 local time"
+ * (no comma after it); sep is " " or a newline and indentation. */
+void json_put_times(FILE *f, uint64_t t, const char *sep);
+
+/* Adapts the library's progress callback (vd_progress_fn) to -p output. */
+struct cli_lib_progress {
+    bool wanted;
+    bool started;
+    struct cli_progress p;
+};
+void cli_lib_progress(void *opaque, uint64_t done, uint64_t total);
+/* Ends the line after success; after a failure leaves the line so that
+ * the message follows on a new one. */
+void cli_lib_progress_end(struct cli_lib_progress *lp, bool ok);
+
+/* Parses "TPL" or "TPL@N" (N >= 1) into tpl (give VD_NAME_MAX + 2 bytes: a
+ * longer name is cut to one the library refuses as too long) and *version
+ * (0 when absent).
+ * Returns 0 or -EINVAL. */
+int cli_parse_tpl_version(const char *s, char *tpl, size_t tpl_len,
+                          uint32_t *version);
+
+/* ---- import-export.c ---- */
+
+/* Creates volume name in st with file's size (rounded up to 512) and
+ * copies file's data into it; on failure removes the volume.  co gives the
+ * block size and digest (may be NULL).  Returns 0 or a negative errno
+ * after printing an error. */
+int import_volume(struct vd_store *st, const char *file, enum img_format fmt,
+                  const char *name, const struct vd_create_opts *co,
+                  bool progress);
 
 #endif /* VDISK_CLI_H */

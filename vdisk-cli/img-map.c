@@ -1,7 +1,10 @@
 /*
  * img-map.c - "vdisk img map": the extents of a chain, with their type
- * (data, zero, hole) and the depth of the layer that owns them.
+ * (data, zero, hole) and the depth of the layer that owns them.  The
+ * printing (map_chain) is shared with "vdisk map", which opens the chain
+ * through the store.
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 
@@ -56,6 +59,63 @@ static void emit(struct map_out *m, const struct vd_extent *e)
     m->count++;
 }
 
+int map_chain(struct vd_chain *chain, const char *what, enum cli_output output)
+{
+    struct map_out m = { .output = output, .chain = chain };
+    struct vd_extent ext[MAP_BATCH], cur = { 0 };
+    uint64_t off, size = vd_chain_size(chain);
+    bool have_cur = false;
+    int ret;
+
+    if (m.output == OUTPUT_JSON)
+        fputs("[", stdout);
+    else
+        printf("%-18s%-18s%-6s%-7s%s\n", "Offset", "Length", "Type", "Depth", "File");
+
+    for (off = 0; off < size;) {
+        ret = vd_block_status(chain, off, size - off, ext, MAP_BATCH);
+        if (ret < 0) {
+            cli_err_lib(ret, "%s: block status at offset %llu", what,
+                        (unsigned long long)off);
+            goto fail;
+        }
+        if (ret == 0) {
+            cli_err("%s: block status returned no extent at offset %llu", what,
+                    (unsigned long long)off);
+            goto fail;
+        }
+        for (int i = 0; i < ret; i++) {
+            const struct vd_extent *e = &ext[i];
+
+            if (e->offset != off || e->length == 0 || e->length > size - off) {
+                cli_err("%s: block status returned a bad extent at offset %llu",
+                        what, (unsigned long long)off);
+                goto fail;
+            }
+            /* The library merges within one call; merge across calls. */
+            if (have_cur && cur.type == e->type && cur.depth == e->depth) {
+                cur.length += e->length;
+            } else {
+                if (have_cur)
+                    emit(&m, &cur);
+                cur = *e;
+                have_cur = true;
+            }
+            off += e->length;
+        }
+    }
+    if (have_cur)
+        emit(&m, &cur);
+    if (m.output == OUTPUT_JSON)
+        fputs("]\n", stdout);     /* qemu-img map's layout */
+    return 0;
+
+fail:
+    if (m.output == OUTPUT_JSON)
+        fputs("\n", stdout);
+    return -EIO;
+}
+
 int img_map(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -63,19 +123,17 @@ int img_map(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    struct map_out m = { .output = OUTPUT_HUMAN };
-    struct vd_extent ext[MAP_BATCH], cur = { 0 };
+    enum cli_output output = OUTPUT_HUMAN;
     struct vd_open_opts oo = { 0 };
+    struct vd_chain *chain;
     struct vd_ctx *ctx;
     const char *file;
-    uint64_t off, size;
-    bool have_cur = false;
     int c, ret, rc = EXIT_ERR;
 
     while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (c) {
         case 'o':
-            if (cli_parse_output(optarg, &m.output) < 0)
+            if (cli_parse_output(optarg, &output) < 0)
                 return cli_usage_error(CMD, "invalid output format '%s'", optarg);
             break;
         case 'h':
@@ -94,60 +152,14 @@ int img_map(int argc, char **argv)
     ctx = cli_ctx();
     if (!ctx)
         return EXIT_ERR;
-    ret = vd_chain_open(ctx, file, &oo, &m.chain);
+    ret = vd_chain_open(ctx, file, &oo, &chain);
     if (ret < 0) {
         cli_err_lib(ret, "%s", file);
         return EXIT_ERR;
     }
-    size = vd_chain_size(m.chain);
-
-    if (m.output == OUTPUT_JSON)
-        fputs("[", stdout);
-    else
-        printf("%-18s%-18s%-6s%-7s%s\n", "Offset", "Length", "Type", "Depth", "File");
-
-    for (off = 0; off < size;) {
-        ret = vd_block_status(m.chain, off, size - off, ext, MAP_BATCH);
-        if (ret < 0) {
-            cli_err_lib(ret, "%s: block status at offset %llu", file,
-                        (unsigned long long)off);
-            goto out;
-        }
-        if (ret == 0) {
-            cli_err("%s: block status returned no extent at offset %llu", file,
-                    (unsigned long long)off);
-            goto out;
-        }
-        for (int i = 0; i < ret; i++) {
-            const struct vd_extent *e = &ext[i];
-
-            if (e->offset != off || e->length == 0 || e->length > size - off) {
-                cli_err("%s: block status returned a bad extent at offset %llu",
-                        file, (unsigned long long)off);
-                goto out;
-            }
-            /* The library merges within one call; merge across calls. */
-            if (have_cur && cur.type == e->type && cur.depth == e->depth) {
-                cur.length += e->length;
-            } else {
-                if (have_cur)
-                    emit(&m, &cur);
-                cur = *e;
-                have_cur = true;
-            }
-            off += e->length;
-        }
-    }
-    if (have_cur)
-        emit(&m, &cur);
-    if (m.output == OUTPUT_JSON)
-        fputs("]\n", stdout);     /* qemu-img map's layout */
-    rc = EXIT_OK;
-
-out:
-    if (rc != EXIT_OK && m.output == OUTPUT_JSON)
-        fputs("\n", stdout);
-    ret = vd_chain_close(m.chain);
+    if (map_chain(chain, file, output) == 0)
+        rc = EXIT_OK;
+    ret = vd_chain_close(chain);
     if (ret < 0) {
         cli_err_lib(ret, "%s: close", file);
         rc = EXIT_ERR;

@@ -1,7 +1,6 @@
 /*
- * main.c - the vdisk command: global options and dispatch to command
- * groups.  Only "img" (qemu-img style commands on bare layer files) exists
- * so far; store-level commands come with the catalog.
+ * main.c - the vdisk command: global options and dispatch to the commands
+ * and command groups.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -10,19 +9,57 @@
 
 #include "cli.h"
 
+static const struct cli_cmd commands[] = {
+    { "create", vol_create,
+      "create NAME SIZE [--block-size N] [--digest none|sha256]" },
+    { "list", vol_list, "list [--output human|json]" },
+    { "info", vol_info, "info NAME [--output human|json]" },
+    { "rm", vol_rm, "rm NAME" },
+    { "resize", vol_resize, "resize NAME [+]SIZE" },
+    { "check", vol_check,
+      "check [NAME] [--repair] [--verify] [--output human|json]" },
+    { "map", vol_map, "map NAME[@SNAP] [--output human|json]" },
+    { "import", vol_import,
+      "import [-f raw|vdk] [-p] [--block-size N] [--digest ALG] FILE NAME" },
+    { "export", vol_export, "export [-O raw|vdk] [-p] NAME[@SNAP] FILE" },
+    { "io", vol_io, "io -c COMMAND [-c COMMAND]... NAME[@SNAP]" },
+    { "snapshot", cmd_snapshot, "snapshot create|list|rollback|commit|rm ..." },
+    { "template", cmd_template, "template create|list|info|update|rm ..." },
+    { "clone", vol_clone, "clone [--full] [-p] TPL[@VERSION] VOL" },
+    { "flatten", vol_flatten, "flatten [-p] VOL" },
+    { "df", store_df, "df [--output human|json]" },
+    { "img", cmd_img, "img create|info|check|map|convert|compare ..." },
+};
+
+#define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
+
 static void usage(FILE *f)
 {
-    fputs("Usage: vdisk [--help] [--version] COMMAND [ARGS...]\n"
+    fputs("Usage: vdisk [--store DIR] [--help] [--version] COMMAND [ARGS...]\n"
           "\n"
-          "Commands:\n"
-          "  img      work on bare layer files, qemu-img style\n"
-          "           (create, info, check, map, convert, compare)\n"
-          "\n"
+          "Volumes, snapshots, templates and clones in a store:\n", f);
+    for (size_t i = 0; i < N_COMMANDS; i++) {
+        if (strcmp(commands[i].name, "img") == 0)
+            fputs("\nBare layer files, qemu-img style:\n", f);
+        fprintf(f, "  vdisk %s\n", commands[i].synopsis);
+    }
+    fputs("\n"
           "Options:\n"
-          "  -h, --help      show this help and exit\n"
-          "  -V, --version   show the version and exit\n"
+          "      --store DIR  the store to work on (also accepted after the\n"
+          "                   command name); default $VDISK_STORE, else\n"
+          "                   /var/lib/vdisk for root, else\n"
+          "                   $XDG_DATA_HOME/vdisk (~/.local/share/vdisk)\n"
+          "  -h, --help       show this help and exit\n"
+          "  -V, --version    show the version and exit\n"
           "\n"
-          "Run 'vdisk img --help' for the img commands.\n", f);
+          "SIZE and N take the suffixes K, M, G, T (powers of 1024), optionally\n"
+          "followed by B (\"64K\", \"10G\", \"1GiB\").  Every listing takes\n"
+          "--output json.  -p shows progress when stderr is a terminal.\n"
+          "\n"
+          "Exit status: 0 success, 1 error (one line on stderr), 2 usage error;\n"
+          "check: 0 clean, 1 error, 2 corruption, 3 leaked space only.\n"
+          "\n"
+          "Run 'vdisk COMMAND --help' for the details of a command.\n", f);
 }
 
 int main(int argc, char **argv)
@@ -30,6 +67,7 @@ int main(int argc, char **argv)
     static const struct option opts[] = {
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
+        CLI_STORE_OPTION,
         { NULL, 0, NULL, 0 },
     };
     int c, ret;
@@ -43,6 +81,9 @@ int main(int argc, char **argv)
         case 'V':
             printf("vdisk %s\n", VDISK_VERSION);
             return EXIT_OK;
+        case OPT_STORE:
+            cli_set_store(optarg);
+            break;
         default:
             fputs("Try 'vdisk --help' for more information.\n", stderr);
             return EXIT_USAGE;
@@ -53,13 +94,7 @@ int main(int argc, char **argv)
         fputs("Try 'vdisk --help' for more information.\n", stderr);
         return EXIT_USAGE;
     }
-    if (strcmp(argv[optind], "img") == 0) {
-        ret = cmd_img(argc - optind, argv + optind);
-    } else {
-        cli_err("unknown command '%s'", argv[optind]);
-        fputs("Try 'vdisk --help' for more information.\n", stderr);
-        ret = EXIT_USAGE;
-    }
+    ret = cli_dispatch("", commands, N_COMMANDS, argc - optind, argv + optind);
     cli_ctx_free();
     if ((fflush(stdout) != 0 || ferror(stdout)) && ret == EXIT_OK) {
         cli_err_errno(errno, "write error on standard output");

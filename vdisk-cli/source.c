@@ -266,3 +266,14 @@ int img_src_read(struct img_src *src, void *buf, uint64_t off, size_t len)
     }
     return 0;
 }
+
+void img_src_use_chain(struct img_src *src, struct vd_chain *chain,
+                       const char *name)
+{
+    memset(src, 0, sizeof(*src));
+    src->fd = -1;
+    src->fmt = FMT_VDK;
+    src->path = name;
+    src->chain = chain;
+    src->size = vd_chain_size(chain);
+}

@@ -460,6 +460,8 @@ int vd_template_update(struct vd_store *st, const char *tpl, const char *from);
  * names them). */
 int vd_template_remove(struct vd_store *st, const char *tpl);
 int vd_template_list(struct vd_store *st, struct vd_template_info **out, size_t *n);
+/* Information on one template; with versions non-NULL, also its versions
+ * (oldest first) in a malloc'ed array the caller frees (NULL when n is 0). */
 int vd_template_info(struct vd_store *st, const char *tpl, struct vd_template_info *info,
                      struct vd_template_version **versions, size_t *n);
 

@@ -9,6 +9,8 @@
  * run again (recover.c), which is what makes the operations crash safe.
  */
 #include <stdio.h>
+#include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -287,17 +289,62 @@ static uint64_t allocated_of(struct vd_store *st, const char *uuid)
     return stat(path, &sb) == 0 ? (uint64_t)sb.st_blocks * 512 : UINT64_MAX;
 }
 
+/* The file work of a downward merge of L (at lp) into C (at cp, UUID cu). */
+static int merge_down(struct vd_store *st, const char *lp, const char *cp, const vd_uuid *cu)
+{
+    struct vd_layer_info li, ci;
+    int r;
+    if ((r = vdi_layer_header_info(lp, &li)) < 0)
+        return r;
+    if (memcmp(li.uuid.b, cu->b, 16) != 0) {
+        if ((r = vdi_layer_header_info(cp, &ci)) < 0)
+            return r;
+        if (ci.size > li.size && (r = mg_rewrite_header(lp, NULL, NULL, NULL, -1, ci.size)) < 0)
+            return r;
+        if ((r = mg_copy_layer(st_ctx(st), cp, lp, false, NULL, NULL)) < 0)
+            return r;
+        vdi_step("merge: data copied down");
+        if ((r = mg_rewrite_header(lp, cu, NULL, NULL, ci.frozen ? 1 : 0, 0)) < 0)
+            return r;
+        vdi_step("merge: identity taken");
+    }
+    if (rename(lp, cp) < 0)
+        return vdi_err(-errno, "rename %s: %s", lp, strerror(errno));
+    vdi_step("merge: file replaced");
+    return 0;
+}
+
 /* Resumable: j = {"op":"merge","l":L,"c":C,"mode":"up"|"down"}.
  *  up:   copy L into C where C holds nothing; C's parent becomes L's.
  *  down: copy C into L; L takes C's UUID, flags and size, and replaces C's
  *        file; L's file is gone.  Time proportional to C's data. */
-int mg_resume(struct vd_store *st, const char *id, json_t *j)
+/* True when some open file description holds the layer's write lock (in
+ * this process too, unlike /proc/locks). */
+static bool layer_busy(struct vd_store *st, const char *uuid, int *keep_fd)
+{
+    char path[4096];
+    st_layer_path(st, uuid, path, sizeof(path));
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return false;
+    if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+        close(fd);
+        return true;
+    }
+    if (keep_fd)
+        *keep_fd = fd;   /* the caller keeps the lock */
+    else
+        close(fd);
+    return false;
+}
+
+int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held)
 {
     const char *l = js(j, "l"), *c = js(j, "c"), *mode = js(j, "mode");
     char lp[4096], cp[4096], parent[37] = "";
     vd_uuid cu, pu;
     MDB_txn *txn;
-    int r;
+    int r, cfd = -1;
     st_layer_path(st, l, lp, sizeof(lp));
     st_layer_path(st, c, cp, sizeof(cp));
     if ((r = cat_txn(st, false, &txn)) < 0)
@@ -322,26 +369,15 @@ int mg_resume(struct vd_store *st, const char *id, json_t *j)
             return r;
         vdi_step("merge: parent switched");
     } else {
-        struct vd_layer_info li, ci;
+        /* The file of C is replaced: nobody may have it open for writing. */
+        if (!c_held && access(lp, F_OK) == 0 && layer_busy(st, c, &cfd))
+            return vdi_err(-EBUSY, "layer %s is in use", c);
         if (access(lp, F_OK) == 0) {
-            if ((r = vdi_layer_header_info(lp, &li)) < 0)
+            r = merge_down(st, lp, cp, &cu);
+            if (cfd >= 0)
+                close(cfd);
+            if (r < 0)
                 return r;
-            if (memcmp(li.uuid.b, cu.b, 16) != 0) {
-                if ((r = vdi_layer_header_info(cp, &ci)) < 0)
-                    return r;
-                if (ci.size > li.size &&
-                    (r = mg_rewrite_header(lp, NULL, NULL, NULL, -1, ci.size)) < 0)
-                    return r;
-                if ((r = mg_copy_layer(st_ctx(st), cp, lp, false, NULL, NULL)) < 0)
-                    return r;
-                vdi_step("merge: data copied down");
-                if ((r = mg_rewrite_header(lp, &cu, NULL, NULL, ci.frozen ? 1 : 0, 0)) < 0)
-                    return r;
-                vdi_step("merge: identity taken");
-            }
-            if (rename(lp, cp) < 0)
-                return vdi_err(-errno, "rename %s: %s", lp, strerror(errno));
-            vdi_step("merge: file replaced");
         }
     }
     if ((r = cat_txn(st, true, &txn)) < 0)
@@ -426,7 +462,7 @@ int mg_simplify(struct vd_store *st, const char *uuid)
         return 0;
     }
     int n = lay_children(txn, st, uuid, child);
-    if (n != 1 || vdi_store_writer_pid(st, child)) {
+    if (n != 1 || layer_busy(st, child, NULL)) {
         /* Its one reference is a volume, snapshot or template; or the child
          * is in use: the merge waits for a later operation. */
         mdb_txn_abort(txn);
@@ -443,7 +479,7 @@ int mg_simplify(struct vd_store *st, const char *uuid)
     mdb_txn_abort(txn);
     if (r < 0)
         return r;
-    r = mg_resume(st, id, o);
+    r = mg_resume(st, id, o, false);
     json_decref(o);
     return r;
 abort:

@@ -118,7 +118,7 @@ int st_recover(struct vd_store *st)
             st_unlink_layers(st, json_object_get(j, "files"));
             r = 0;
         } else if (strcmp(op, "merge") == 0) {
-            r = mg_resume(st, id, j);
+            r = mg_resume(st, id, j, false);
             if (r == -EBUSY) {
                 r = 0;   /* a layer is in use: finish it on a later open */
                 continue;

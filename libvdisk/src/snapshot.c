@@ -26,14 +26,17 @@ static int get_snap(MDB_txn *txn, struct vd_store *st, const char *vol, const ch
         return r;
     if ((r = st_check_name("snapshot", snap)) < 0) {
         json_decref(*v);
+        *v = NULL;
         return r;
     }
     snprintf(key, 2 * VD_NAME_MAX + 2, "%s/%s", vol, snap);
     r = cat_get(txn, st->db_snap, key, s);
     if (r == -ENOENT)
         r = vdi_err(-ENOENT, "volume '%s' has no snapshot named '%s'", vol, snap);
-    if (r < 0)
+    if (r < 0) {
         json_decref(*v);
+        *v = NULL;
+    }
     return r;
 }
 
@@ -128,7 +131,8 @@ int vd_snapshot_list(struct vd_store *st, const char *vol, struct vd_snapshot_in
                 goto out_v;
         }
     }
-    qsort(l.a, l.n, sizeof(*l.a), cmp_snap);
+    if (l.n > 1)
+        qsort(l.a, l.n, sizeof(*l.a), cmp_snap);
 out_v:
     json_decref(v);
 out:
@@ -314,7 +318,7 @@ static int drop_snapshot(struct vd_store *st, const char *vol, const char *snap,
         if (r == 0) {
             if (progress)
                 progress(opaque, 0, 1);
-            r = mg_resume(st, id, jo);
+            r = mg_resume(st, id, jo, held != NULL);
             if (progress && r == 0)
                 progress(opaque, 1, 1);
         }

@@ -238,7 +238,22 @@ static int mkdir_p(const char *p)
 {
     if (mkdir(p, 0755) == 0 || errno == EEXIST)
         return 0;
-    return -errno;
+    if (errno != ENOENT)
+        return -errno;
+    /* Make the missing parents first. */
+    char *copy = strdup(p);
+    if (!copy)
+        return -ENOMEM;
+    char *slash = strrchr(copy, '/');
+    int r = 0;
+    if (slash && slash != copy) {
+        *slash = '\0';
+        r = mkdir_p(copy);
+    }
+    free(copy);
+    if (r < 0)
+        return r;
+    return mkdir(p, 0755) == 0 || errno == EEXIST ? 0 : -errno;
 }
 
 int vd_store_open(const char *dir, unsigned flags, struct vd_store **out)

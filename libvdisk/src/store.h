@@ -107,7 +107,7 @@ int mg_rewrite_header(const char *path, const vd_uuid *uuid, const vd_uuid *pare
  * other reference; repeats up the chain. */
 int mg_simplify(struct vd_store *st, const char *uuid);
 /* Continues a merge recorded in the journal. */
-int mg_resume(struct vd_store *st, const char *id, json_t *j);
+int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held);
 
 /* ---- recover.c ---- */
 int st_recover(struct vd_store *st);

@@ -184,11 +184,26 @@ int vd_store_check(struct vd_store *st, const char *name, unsigned flags,
         struct dirent *de;
         while ((de = readdir(d))) {
             size_t n = strlen(de->d_name);
-            if (n != 40 || strcmp(de->d_name + 36, ".vdk") != 0)
+            if (de->d_name[0] == '.')
                 continue;
+            vd_uuid tmp;
             char u[37];
-            memcpy(u, de->d_name, 36);
-            u[36] = '\0';
+            if (n == 40 && strcmp(de->d_name + 36, ".vdk") == 0) {
+                memcpy(u, de->d_name, 36);
+                u[36] = '\0';
+            }
+            if (n != 40 || strcmp(de->d_name + 36, ".vdk") != 0 || vd_uuid_parse(u, &tmp) < 0) {
+                /* Not a name the store gives: report, never remove. */
+                char path[4096];
+                struct stat sb;
+                snprintf(path, sizeof(path), "%s/%s", st->layers_dir, de->d_name);
+                if (stat(path, &sb) == 0 && S_ISREG(sb.st_mode)) {
+                    res->leaked_bytes += (uint64_t)sb.st_blocks * 512;
+                    say(&s, "Unexpected file %s in %s (%llu bytes): not removed", de->d_name,
+                        st->layers_dir, (unsigned long long)sb.st_blocks * 512);
+                }
+                continue;
+            }
             if (json_object_get(rc.layers, u))
                 continue;
             char path[4096];

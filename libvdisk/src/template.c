@@ -190,6 +190,10 @@ static void fill_tinfo(MDB_txn *txn, struct vd_store *st, const char *name, json
         }
     }
     if (vers) {
+        if (!n) {
+            free(a);
+            a = NULL;
+        }
         *vers = a;
         *nv = a ? n : 0;
     }
