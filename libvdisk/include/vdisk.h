@@ -352,8 +352,8 @@ void vd_store_close(struct vd_store *st);
 const char *vd_store_path(const struct vd_store *st);
 
 /* The default store location: $VDISK_STORE if set, else /var/lib/vdisk for
- * root, else $XDG_DATA_HOME/vdisk (~/.local/share/vdisk).  Returns 0 or
- * -ENAMETOOLONG. */
+ * root, else $XDG_DATA_HOME/vdisk (~/.local/share/vdisk).  Returns 0,
+ * -ENAMETOOLONG, or -ENOENT when neither XDG_DATA_HOME nor HOME is set. */
 int vd_store_default_path(char *out, size_t outlen);
 
 /* Called by long operations (commit, full clone, flatten): done of total

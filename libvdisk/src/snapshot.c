@@ -319,6 +319,12 @@ static int drop_snapshot(struct vd_store *st, const char *vol, const char *snap,
             if (progress)
                 progress(opaque, 0, 1);
             r = mg_resume(st, id, jo, held != NULL);
+            if (r == -EBUSY) {
+                /* The snapshot is gone; the merge waits in the journal
+                 * until the layer is free (the next store open). */
+                vdi_clear_err();
+                r = 0;
+            }
             if (progress && r == 0)
                 progress(opaque, 1, 1);
         }

@@ -517,13 +517,23 @@ int vd_store_open_chain(struct vd_store *st, struct vd_ctx *ctx, const char *nam
         json_decref(o);
     } else if (r == -ENOENT) {
         uint32_t ver = 0;
+        json_t *t;
+        if (st_check_name("template", base) < 0 || cat_get(txn, st->db_tpl, base, &t) < 0) {
+            mdb_txn_abort(txn);
+            return vdi_err(-ENOENT, "no volume or template named '%s'", base);
+        }
+        json_decref(t);
         if (at) {
             const char *vs = at + 1 + (at[1] == 'v');
-            char *end;
-            unsigned long x = strtoul(vs, &end, 10);
-            if (!*vs || *end || x == 0 || x > UINT32_MAX) {
+            uint64_t x = 0;
+            bool ok = *vs != '\0';
+            for (const char *q = vs; *q && ok; q++) {
+                ok = *q >= '0' && *q <= '9' && x < UINT32_MAX;
+                x = x * 10 + (uint64_t)(*q - '0');
+            }
+            if (!ok || x == 0 || x > UINT32_MAX) {
                 mdb_txn_abort(txn);
-                return vdi_err(-EINVAL, "'%s': a template version is a number", name);
+                return vdi_err(-EINVAL, "'%s': a template version is a number (N or vN)", name);
             }
             ver = (uint32_t)x;
         }
