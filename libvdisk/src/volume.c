@@ -379,11 +379,26 @@ static int count_one(void *opaque, const char *key, json_t *val)
     return 0;
 }
 
+static int snap_layers(void *opaque, const char *key, json_t *val)
+{
+    (void)key;
+    json_t *m = opaque;
+    const char *l = js(val, "layer");
+    json_t *n = json_object_get(m, l);
+    json_object_set_new(m, l, json_integer(n ? json_integer_value(n) + 1 : 1));
+    return 0;
+}
+
+/* Volume information.  allocated sums the data of the layers only this
+ * volume uses: from the top down while a layer's references are its
+ * child on this path and this volume's own snapshots. */
 static int fill_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t *v,
                        struct vd_volume_info *info)
 {
     char path[4096], cur[37], prefix[VD_NAME_MAX + 2];
     struct vd_layer_info li;
+    json_t *snaps = json_object();
+    int r;
     memset(info, 0, sizeof(*info));
     snprintf(info->name, sizeof(info->name), "%s", name);
     snprintf(info->template_name, sizeof(info->template_name), "%s", js(v, "template"));
@@ -392,26 +407,49 @@ static int fill_volume(MDB_txn *txn, struct vd_store *st, const char *name, json
     const char *top = js(v, "top");
     vd_uuid_parse(top, &info->top);
     st_layer_path(st, top, path, sizeof(path));
-    int r = vd_layer_info(path, &li);
-    if (r < 0)
-        return r;
+    if ((r = vdi_layer_header_info(path, &li)) < 0)
+        goto out;
     info->size = li.size;
     info->block_size = li.block_size;
     info->digest = li.digest;
-    info->allocated = li.allocated;
     info->writer_pid = vdi_store_writer_pid(st, top);
-    snprintf(cur, sizeof(cur), "%s", top);
-    while (cur[0] && info->depth < 100000) {
-        info->depth++;
-        if ((r = lay_parent(txn, st, cur, cur)) < 0)
-            return r;
-    }
-    struct count c = { 0 };
     snprintf(prefix, sizeof(prefix), "%s/", name);
-    if ((r = cat_each(txn, st->db_snap, prefix, count_one, &c)) < 0)
-        return r;
-    info->snapshots = c.n;
-    return 0;
+    if ((r = cat_each(txn, st->db_snap, prefix, snap_layers, snaps)) < 0)
+        goto out;
+    info->snapshots = (unsigned)json_object_size(snaps);
+    {
+        /* snaps maps layer -> count; the number of snapshots is the sum */
+        const char *k;
+        json_t *n;
+        info->snapshots = 0;
+        json_object_foreach(snaps, k, n)
+            info->snapshots += (unsigned)json_integer_value(n);
+    }
+    snprintf(cur, sizeof(cur), "%s", top);
+    bool owned = true;
+    while (cur[0] && info->depth < 100000) {
+        json_t *lo;
+        info->depth++;
+        if ((r = cat_get(txn, st->db_lay, cur, &lo)) < 0) {
+            if (r == -ENOENT)
+                r = vdi_err(-EUCLEAN, "catalog: layer %s is missing", cur);
+            goto out;
+        }
+        json_t *n = json_object_get(snaps, cur);
+        uint64_t own = (n ? (uint64_t)json_integer_value(n) : 0) + 1;
+        if (owned && ju(lo, "refs") <= own) {
+            st_layer_path(st, cur, path, sizeof(path));
+            if (vd_layer_info(path, &li) == 0)
+                info->allocated += li.allocated;
+        } else {
+            owned = false;
+        }
+        snprintf(cur, sizeof(cur), "%s", js(lo, "parent"));
+        json_decref(lo);
+    }
+out:
+    json_decref(snaps);
+    return r;
 }
 
 int vd_volume_info(struct vd_store *st, const char *name, struct vd_volume_info *info)
