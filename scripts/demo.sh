@@ -1,6 +1,7 @@
 #!/bin/sh
 # The demo `make run` shows until vdiskd exists: `vdisk img` on a sample
-# image in ./vdisk-demo/ (recreated on every run).  Each command is printed
+# image in ./vdisk-demo/, then the store commands in ./vdisk-store/ (both
+# recreated on every run).  Each command is printed
 # before it runs; the demo stops at the first one that fails.
 #
 # VDISK is the vdisk binary (default: build/bin/vdisk).
@@ -70,4 +71,25 @@ fi
 run ls -ls disk.raw base.vdk delta.vdk roundtrip.raw
 
 echo
-echo "demo: done; the files are in ./vdisk-demo/"
+echo "== the same image in a store (./vdisk-store, recreated): a volume,"
+echo "== snapshots, a rollback, a template and a linked clone"
+cd ..
+rm -rf vdisk-store
+VDISK_STORE=$(pwd)/vdisk-store
+export VDISK_STORE
+run vdisk import -f raw vdisk-demo/disk.raw demo
+run vdisk snapshot create demo clean
+run vdisk io -c 'write -P 0x5a 0 1M' demo
+run vdisk snapshot create demo patched
+run vdisk snapshot rollback demo clean
+run vdisk io -c 'read -P 0x5a 0 1M' demo@patched
+run vdisk snapshot list demo
+run vdisk template create golden --from demo
+run vdisk clone golden desk01
+run vdisk list
+run vdisk template info golden
+run vdisk df
+run vdisk check
+
+echo
+echo "demo: done; the files are in ./vdisk-demo/ and the store in ./vdisk-store/"
