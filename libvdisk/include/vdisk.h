@@ -474,8 +474,9 @@ enum {
  * copy (reflinked where the file system can). */
 int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char *vol,
              unsigned flags, vd_progress_fn progress, void *opaque);
-/* Makes a linked clone independent of its template: copies in what it
- * reads from the template. */
+/* Makes a linked clone independent of its template: the clone's first
+ * layer gets a copy of what it read from the template, so its snapshots
+ * stay as they are.  A volume that is not a linked clone is left alone. */
 int vd_volume_flatten(struct vd_store *st, const char *vol, vd_progress_fn progress,
                       void *opaque);
 

@@ -541,7 +541,8 @@ int vdi_layer_load(struct vdi_layer *l, struct vdi_load_report *rep)
     if (l->file_end < l->data_start)
         l->file_end = l->data_start;
 
-    uint8_t *chunk = vdi_alloc_aligned(LOAD_CHUNK);
+    uint64_t l1_total = l->n_l1 * 2 * VDF_PAGE;
+    uint8_t *chunk = vdi_alloc_aligned(l1_total < LOAD_CHUNK ? l1_total : LOAD_CHUNK);
     uint8_t *pair = vdi_alloc_aligned(2 * VDF_PAGE);
     int r = 0;
     if (!chunk || !pair) {

@@ -228,14 +228,18 @@ int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
                 void *opaque)
 {
     struct vd_ctx *ctx = st_ctx(st);
-    struct vd_chain *c = NULL;
+    struct vd_chain *c = NULL, *w = NULL;
     uint8_t *buf = NULL;
     int r;
     if (!ctx)
         return -ENOMEM;
-    struct vd_open_opts o = { .flags = VD_OPEN_RDWR | VD_OPEN_BUFFERED,
-                              .resolve = st_resolve, .resolve_opaque = st };
+    /* Read through the whole chain, write into its top alone (which may
+     * be a frozen layer: what it reads does not change). */
+    struct vd_open_opts o = { .flags = VD_OPEN_BUFFERED, .resolve = st_resolve,
+                              .resolve_opaque = st };
     if ((r = vd_chain_open(ctx, path, &o, &c)) < 0)
+        goto out;
+    if ((r = vdi_chain_open_single(ctx, path, true, &w)) < 0)
         goto out;
     buf = vdi_alloc_aligned(COPY_BUF);
     if (!buf) {
@@ -252,13 +256,13 @@ int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
         }
         for (int i = 0; i < n && r == 0; i++) {
             if (ext[i].depth >= 2 && ext[i].type == VD_EXTENT_ZERO) {
-                r = vd_zero(c, ext[i].offset, ext[i].length, 0);
+                r = vd_zero(w, ext[i].offset, ext[i].length, 0);
             } else if (ext[i].depth >= 2 && ext[i].type == VD_EXTENT_DATA) {
                 for (uint64_t o2 = 0; o2 < ext[i].length && r == 0; o2 += COPY_BUF) {
                     uint64_t len = ext[i].length - o2 < COPY_BUF ? ext[i].length - o2 : COPY_BUF;
                     r = vd_read(c, buf, ext[i].offset + o2, len);
                     if (r == 0)
-                        r = vd_write(c, buf, ext[i].offset + o2, len, 0);
+                        r = vd_write(w, buf, ext[i].offset + o2, len, 0);
                 }
             }
             pos = ext[i].offset + ext[i].length;
@@ -267,11 +271,13 @@ int mg_pull_all(struct vd_store *st, const char *path, vd_progress_fn progress,
         }
     }
 out:
-    if (c) {
-        int r2 = vd_chain_close(c);
+    if (w) {
+        int r2 = vd_chain_close(w);
         if (r == 0)
             r = r2;
     }
+    if (c)
+        vd_chain_close(c);
     free(buf);
     return r;
 }

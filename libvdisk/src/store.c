@@ -154,7 +154,7 @@ static int flock_holder(const char *path)
         unsigned long ino;
         if (sscanf(line, "%*d: %15s %15s %15s %d %x:%x:%lu", kind, mode, rw, &p, &maj,
                    &min, &ino) == 7 &&
-            strcmp(kind, "FLOCK") == 0 && ino == sb.st_ino && p != getpid()) {
+            strcmp(kind, "FLOCK") == 0 && ino == sb.st_ino) {
             pid = p;
             break;
         }

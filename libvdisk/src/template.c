@@ -476,7 +476,7 @@ int st_flatten_resume(struct vd_store *st, const char *id, json_t *j, vd_progres
     json_decref(lo);
     if (r < 0 || (parent[0] && (r = lay_ref(txn, st, parent, -1, ul)) < 0))
         goto abort;
-    if (cat_get(txn, st->db_vol, vol, &v) == 0 && strcmp(js(v, "top"), top) == 0) {
+    if (cat_get(txn, st->db_vol, vol, &v) == 0) {
         json_object_del(v, "template");
         json_object_del(v, "tver");
         if ((r = cat_put(txn, st->db_vol, vol, v)) < 0)
@@ -497,13 +497,43 @@ out:
     return r;
 }
 
+/* For a linked clone: the layer of its chain that sits right on the
+ * template version's layer, and that layer (base[0] = 0 when the volume is
+ * not a linked clone).  Flatten copies what is below into it, so the
+ * clone's own history (its snapshots) stays as it is. */
+static int clone_base(MDB_txn *txn, struct vd_store *st, json_t *v, char base[37],
+                      char parent[37])
+{
+    char cur[37];
+    int r;
+    base[0] = parent[0] = '\0';
+    if (!js(v, "template")[0])
+        return 0;
+    if ((r = st_template_layer(txn, st, js(v, "template"), (uint32_t)ju(v, "tver"), parent,
+                               NULL)) < 0)
+        return r;
+    snprintf(cur, sizeof(cur), "%s", js(v, "top"));
+    for (unsigned guard = 0; cur[0] && guard < 100000; guard++) {
+        char p[37];
+        if ((r = lay_parent(txn, st, cur, p)) < 0)
+            return r;
+        if (strcmp(p, parent) == 0) {
+            snprintf(base, 37, "%s", cur);
+            return 0;
+        }
+        snprintf(cur, sizeof(cur), "%s", p);
+    }
+    parent[0] = '\0';
+    return 0;
+}
+
 int vd_volume_flatten(struct vd_store *st, const char *vol, vd_progress_fn progress,
                       void *opaque)
 {
     MDB_txn *txn;
     json_t *v = NULL, *j = NULL;
     struct vdi_layer *held = NULL;
-    char top[37], parent[37], id[17];
+    char top[37], base[37], parent[37], id[17];
     int r;
     if ((r = st_lock(st)) < 0)
         return r;
@@ -512,22 +542,25 @@ int vd_volume_flatten(struct vd_store *st, const char *vol, vd_progress_fn progr
     if ((r = st_get_volume(txn, st, vol, &v)) < 0)
         goto abort;
     snprintf(top, sizeof(top), "%s", js(v, "top"));
-    if ((r = lay_parent(txn, st, top, parent)) < 0)
+    if ((r = clone_base(txn, st, v, base, parent)) < 0)
         goto abort;
-    if (!parent[0]) {
+    if (!base[0]) {
         mdb_txn_abort(txn);
-        goto out;   /* already independent */
+        goto out;   /* not a linked clone: nothing to do */
     }
     if ((r = st_hold_layer(st, top, vol, &held)) < 0)
         goto abort;
-    j = json_pack("{s:s, s:s, s:s}", "op", "flatten", "vol", vol, "top", top);
+    j = json_pack("{s:s, s:s, s:s}", "op", "flatten", "vol", vol, "top", base);
     if ((r = jnl_add(txn, st, j, id)) < 0)
         goto abort;
     if ((r = cat_commit(txn)) < 0)
         goto out;
     vdi_step("flatten: journaled");
-    vdi_layer_put(held);
-    held = NULL;
+    if (strcmp(base, top) == 0) {
+        /* the copy opens the top for writing itself */
+        vdi_layer_put(held);
+        held = NULL;
+    }
     r = st_flatten_resume(st, id, j, progress, opaque);
     goto out;
 abort:

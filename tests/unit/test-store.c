@@ -2204,8 +2204,8 @@ static void test_flatten(void **state)
     mcheck(s, &mt, "src");
     expect_clean(s, NULL);
 
-    /* a volume with a snapshot: the top stops reading through, the
-     * snapshot keeps its content and can still be rolled back to */
+    /* a volume that is not a linked clone: flatten leaves it alone, its
+     * snapshot stays in its history and can still be rolled back to */
     struct model m, ms;
     model_init(&m, SIZE);
     mkvol(s, "v", SIZE);
@@ -2214,7 +2214,7 @@ static void test_flatten(void **state)
     model_dup(&ms, &m);
     mwrite(s, &m, "v", 512 * KiB, 64 * KiB, 4);
     assert_rc(vd_volume_flatten(s->st, "v", NULL, NULL), 0);
-    assert_int_equal(vinfo(s, "v").depth, 1);
+    assert_int_equal(vinfo(s, "v").depth, 2);
     mcheck(s, &m, "v");
     mcheck(s, &ms, "v@s");
     expect_clean(s, NULL);
