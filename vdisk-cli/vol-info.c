@@ -142,6 +142,51 @@ static void info_usage(FILE *f)
           "  -h, --help        show this help\n", f);
 }
 
+/* One layer of a volume's chain, for info. */
+struct chain_layer {
+    unsigned depth;
+    char uuid[37];
+    uint64_t allocated;
+    const char *snapshot;      /* the snapshot naming it, or NULL */
+};
+
+/* The volume's chain from the top down; *out is malloc'ed. */
+static int read_chain(struct vd_store *st, const char *name,
+                      const struct vd_snapshot_info *snaps, size_t ns,
+                      struct chain_layer **out, unsigned *n)
+{
+    struct vd_ctx *ctx = cli_ctx();
+    struct vd_chain *c = NULL;
+    *out = NULL;
+    *n = 0;
+    if (!ctx)
+        return -ENOMEM;
+    int ret = vd_store_open_chain(st, ctx, name, VD_OPEN_BUFFERED, &c);
+    if (ret < 0)
+        return ret;
+    unsigned d = vd_chain_depth(c);
+    struct chain_layer *a = calloc(d, sizeof(*a));
+    if (!a) {
+        vd_chain_close(c);
+        return -ENOMEM;
+    }
+    for (unsigned i = 0; i < d; i++) {
+        struct vd_layer_info li;
+        a[i].depth = i + 1;
+        if (vd_chain_layer_info(c, i + 1, &li) == 0) {
+            vd_uuid_format(&li.uuid, a[i].uuid);
+            a[i].allocated = li.allocated;
+            for (size_t k = 0; k < ns; k++)
+                if (memcmp(snaps[k].layer.b, li.uuid.b, 16) == 0)
+                    a[i].snapshot = snaps[k].name;
+        }
+    }
+    vd_chain_close(c);
+    *out = a;
+    *n = d;
+    return 0;
+}
+
 static void print_volume(const struct vd_volume_info *v,
                          const struct vd_snapshot_info *snaps, size_t ns)
 {
@@ -168,7 +213,8 @@ static void print_volume(const struct vd_volume_info *v,
 }
 
 static void json_volume(const struct vd_volume_info *v,
-                        const struct vd_snapshot_info *snaps, size_t ns)
+                        const struct vd_snapshot_info *snaps, size_t ns,
+                        const struct chain_layer *chain, unsigned nc)
 {
     fputs("{\n    \"type\": \"volume\",\n    ", stdout);
     json_volume_fields(v, "\n    ");
@@ -178,7 +224,18 @@ static void json_volume(const struct vd_volume_info *v,
             fputs(", ", stdout);
         json_put_string(stdout, snaps[i].name);
     }
-    fputs("]\n}\n", stdout);
+    fputs("],\n    \"chain\": [", stdout);
+    for (unsigned i = 0; i < nc; i++) {
+        printf("%s\n        {\"depth\": %u, \"layer\": \"%s\", \"allocated\": %llu, "
+               "\"snapshot\": ", i ? "," : "", chain[i].depth, chain[i].uuid,
+               (unsigned long long)chain[i].allocated);
+        if (chain[i].snapshot)
+            json_put_string(stdout, chain[i].snapshot);
+        else
+            fputs("null", stdout);
+        fputs("}", stdout);
+    }
+    fputs(nc ? "\n    ]\n}\n" : "]\n}\n", stdout);
 }
 
 static int info_volume(struct vd_store *st, const struct vd_volume_info *v,
@@ -193,10 +250,27 @@ static int info_volume(struct vd_store *st, const struct vd_volume_info *v,
         cli_err_store(ret, v->name, "%s: cannot list the snapshots", v->name);
         return EXIT_ERR;
     }
-    if (output == OUTPUT_JSON)
-        json_volume(v, snaps, ns);
-    else
+    struct chain_layer *chain = NULL;
+    unsigned nc = 0;
+    ret = read_chain(st, v->name, snaps, ns, &chain, &nc);
+    if (ret < 0) {
+        cli_err_store(ret, v->name, "%s: cannot open its chain", v->name);
+        free(snaps);
+        return EXIT_ERR;
+    }
+    if (output == OUTPUT_JSON) {
+        json_volume(v, snaps, ns, chain, nc);
+    } else {
         print_volume(v, snaps, ns);
+        puts("chain (depth, layer, data it holds, snapshot):");
+        for (unsigned i = 0; i < nc; i++) {
+            char hs[32];
+            printf("  %2u  %s  %10s%s%s\n", chain[i].depth, chain[i].uuid,
+                   cli_human_size(chain[i].allocated, hs, sizeof(hs)),
+                   chain[i].snapshot ? "  " : "", chain[i].snapshot ? chain[i].snapshot : "");
+        }
+    }
+    free(chain);
     free(snaps);
     return EXIT_OK;
 }
