@@ -68,7 +68,7 @@ SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all
 endif
 
 WARN      = -Wall -Wextra -Werror
-INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src
+INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src -Inbd-server/include
 VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS) \
             $(CFLAGS) $(SANITIZE) -MMD -MP
 VD_LDFLAGS = $(LDFLAGS) $(SANITIZE)
@@ -103,6 +103,13 @@ LIB_DEP  = $(if $(LIB_SRCS),$(LIB_A))
 CLI_SRCS = $(wildcard vdisk-cli/*.c)
 CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
 
+# The NBD protocol library (knows nothing of libvdisk) and the daemon.
+NBDS_SRCS = $(wildcard nbd-server/src/*.c)
+NBDS_A    = $(BUILD)/lib/libnbds.a
+NBDS_DEP  = $(if $(NBDS_SRCS),$(NBDS_A))
+VDISKD_SRCS = $(wildcard vdiskd/*.c)
+VDISKD_BIN  = $(if $(VDISKD_SRCS),$(BUILD)/bin/vdiskd)
+
 # A folder of programs.  $(call programs,FOLDER,PREFIX,OUTDIR,LIBS): every
 # FOLDER/PREFIX*.c is the main file of one program OUTDIR/NAME, linked with
 # the folder's other .c files (shared helpers), libvdisk.a and LIBS.
@@ -112,7 +119,7 @@ progs   = $(patsubst $(1)/%.c,$(3)/%,$(call mains,$(1),$(2)))
 
 define programs
 $(call progs,$(1),$(2),$(3)): $(3)/%: $(OBJ)/$(1)/%.o \
-		$(call objs,$(call helpers,$(1),$(2))) $(LIB_DEP)
+		$(call objs,$(call helpers,$(1),$(2))) $(NBDS_DEP) $(LIB_DEP)
 	@mkdir -p $$(@D)
 	$$(call quiet,LINK,$$@)$$(CC) $$(VD_LDFLAGS) -o $$@ $$^ $(4) $$(LIB_LIBS)
 endef
@@ -122,6 +129,7 @@ TEST_BINS  = $(foreach d,$(TEST_DIRS),$(call progs,$(d),test-,$(BUILD)/tests))
 BENCH_BINS = $(call progs,tests/bench,,$(BUILD)/bench)
 FUZZ_BINS  = $(call progs,tests/fuzz,fuzz-,$(BUILD)/fuzz)
 FUZZ_LIB_A = $(FUZZ_OBJ)/libvdisk.a
+FUZZ_NBDS_A = $(FUZZ_OBJ)/libnbds.a
 
 # Test programs of the three folders share build/tests/: names must differ.
 DUP_TESTS = $(sort $(foreach t,$(TEST_BINS),$(if $(filter-out 1,$(words $(filter $(t),$(TEST_BINS)))),$(t))))
@@ -129,27 +137,28 @@ ifneq ($(DUP_TESTS),)
 $(error test programs with the same name in two of $(TEST_DIRS): $(DUP_TESTS))
 endif
 
-ALL_SRCS = $(LIB_SRCS) $(CLI_SRCS) \
+ALL_SRCS = $(LIB_SRCS) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
            $(foreach d,$(TEST_DIRS) tests/bench,$(wildcard $(d)/*.c))
-FUZZ_SRCS = $(LIB_SRCS) $(wildcard tests/fuzz/*.c)
+FUZZ_SRCS = $(LIB_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 
 # ---------------------------------------------------------------------------
 # Targets
 
-.PHONY: all lib cli tests benchmarks fuzzers asan deps test run bench fuzz \
+.PHONY: all lib cli daemon tests benchmarks fuzzers asan deps test run bench fuzz \
         clean install uninstall
 
-all: lib cli tests benchmarks
+all: lib cli daemon tests benchmarks
 
 lib: $(if $(LIB_SRCS),$(LIB_A) $(LIB_SO))
 cli: $(CLI_BIN)
+daemon: $(VDISKD_BIN)
 tests: $(TEST_BINS)
 benchmarks: $(BENCH_BINS)
 fuzzers: $(FUZZ_BINS)
 
 # The same rules again, parameterised by BUILD, with sanitizers on.
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli tests
+	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli daemon tests
 
 deps:
 	sh scripts/install-deps.sh
@@ -203,6 +212,15 @@ $(BUILD)/bin/vdisk: $(call objs,$(CLI_SRCS)) $(LIB_DEP)
 	@mkdir -p $(@D)
 	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
+$(NBDS_A): $(call objs,$(NBDS_SRCS))
+	@mkdir -p $(@D)
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
+$(BUILD)/bin/vdiskd: $(call objs,$(VDISKD_SRCS)) $(NBDS_DEP) $(LIB_DEP)
+	@mkdir -p $(@D)
+	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
+
 # Test and benchmark programs.
 $(foreach d,$(TEST_DIRS),$(eval $(call programs,$(d),test-,$(BUILD)/tests,$(CMOCKA_LIBS))))
 $(eval $(call programs,tests/bench,,$(BUILD)/bench,-lm))
@@ -216,9 +234,13 @@ $(FUZZ_LIB_A): $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(LIB_SRCS))
 	@rm -f $@
 	$(call quiet,AR,$@)$(AR) rcs $@ $^
 
+$(FUZZ_NBDS_A): $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(NBDS_SRCS))
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
 $(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o \
 		$(patsubst %.c,$(FUZZ_OBJ)/%.o,$(call helpers,tests/fuzz,fuzz-)) \
-		$(if $(LIB_SRCS),$(FUZZ_LIB_A))
+		$(if $(NBDS_SRCS),$(FUZZ_NBDS_A)) $(if $(LIB_SRCS),$(FUZZ_LIB_A))
 	@mkdir -p $(@D)
 	$(call quiet,LINK,$@)$(CLANG) $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $^ $(LIB_LIBS)
 

@@ -10,6 +10,9 @@ PKGS="gcc make pkg-config libaio-dev libssl-dev liblmdb-dev libjansson-dev libcm
 PKGS="$PKGS clang libclang-rt-14-dev llvm"
 # real clients the tests drive: qemu-img/qemu-io, cmp
 PKGS="$PKGS qemu-utils diffutils"
+# NBD clients and peers for the daemon's tests and benchmarks: nbdinfo,
+# nbdcopy, nbdsh (libnbd), nbdkit, fio
+PKGS="$PKGS libnbd-bin python3-libnbd nbdkit fio"
 
 missing=""
 for p in $PKGS; do

@@ -1,0 +1,160 @@
+/*
+ * nbd-server.h - the NBD protocol, server side, as a library.
+ *
+ * It speaks the fixed newstyle protocol (doc/proto.md of the NBD project)
+ * on a pair of file descriptors and knows nothing about storage: exports
+ * are opened, read and written through the small backend vtable below.
+ * It has no event loop of its own either: the caller polls the
+ * connection's descriptors and calls nbds_conn_io(), or uses the blocking
+ * nbds_serve() for one connection (stdin/stdout mode, tests, fuzzing).
+ *
+ * Conventions: functions return 0 or a negative errno; handles are opaque
+ * and used by one thread; every buffer the library hands to the backend
+ * stays valid until the backend completes the request.
+ */
+#ifndef NBD_SERVER_H
+#define NBD_SERVER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define NBDS_MAX_NAME        4096u          /* export names (proto.md: at most 4096) */
+#define NBDS_DEFAULT_MAX_PAYLOAD (32u << 20) /* largest READ/WRITE accepted */
+
+struct nbds_server;
+struct nbds_conn;
+struct nbds_req;
+
+/* Metadata contexts a backend can answer (NBD_CMD_BLOCK_STATUS). */
+enum nbds_meta_context {
+    NBDS_CTX_BASE_ALLOCATION = 0,    /* "base:allocation" */
+    NBDS_CTX_ALLOCATION_DEPTH = 1,   /* "qemu:allocation-depth" */
+    NBDS_CTX_COUNT
+};
+
+/* base:allocation flags (proto.md) */
+#define NBDS_STATE_HOLE 1u
+#define NBDS_STATE_ZERO 2u
+
+/* One extent of a block status reply.  flags: for base:allocation the
+ * NBDS_STATE_* bits; for qemu:allocation-depth the depth (0 unallocated,
+ * 1 the top layer, ...). */
+struct nbds_extent {
+    uint64_t length;
+    uint32_t flags;
+};
+
+/* What an export offers; filled by the backend's open(). */
+struct nbds_export_info {
+    uint64_t size;
+    bool read_only;
+    bool can_flush, can_fua, can_trim, can_zero, can_fast_zero, can_cache;
+    bool can_multi_conn;          /* FLUSH on one connection covers all */
+    bool contexts[NBDS_CTX_COUNT];   /* metadata contexts offered */
+    uint32_t min_block, pref_block, max_block;   /* NBD_INFO_BLOCK_SIZE; 0: not sent */
+    char description[256];
+};
+
+/* Request flags passed to the backend. */
+enum {
+    NBDS_FLAG_FUA = 1u << 0,
+    NBDS_FLAG_NO_HOLE = 1u << 1,     /* zero: must allocate */
+    NBDS_FLAG_FAST_ZERO = 1u << 2,   /* zero: fail with -ENOTSUP unless fast */
+};
+
+/* Adds one export to an NBD_OPT_LIST reply. */
+struct nbds_list;
+int nbds_list_add(struct nbds_list *l, const char *name, const char *description);
+
+/* The storage side.  Every transmission call must complete its request
+ * exactly once with nbds_req_done(), from inside the call or later (for
+ * example from the caller's event loop when asynchronous I/O finishes).
+ * Ranges are already checked against the export's size and limits. */
+struct nbds_backend {
+    /* Exports visible to this connection (NBD_OPT_LIST); nbds_conn_peer(c)
+     * describes the client for access decisions. */
+    int (*list)(void *server_opaque, struct nbds_conn *c, struct nbds_list *l);
+    /* Opens export `name` for this connection.  -ENOENT: unknown
+     * (NBD_REP_ERR_UNKNOWN), -EACCES: refused (NBD_REP_ERR_POLICY), other:
+     * a generic error (NBD_REP_ERR_UNKNOWN with a message). */
+    int (*open)(void *server_opaque, struct nbds_conn *c, const char *name,
+                void **export_handle, struct nbds_export_info *info);
+    /* Closes an export handle (connection end).  No request is in flight. */
+    void (*close)(void *export_handle);
+
+    void (*read)(void *h, struct nbds_req *r, void *buf, uint64_t off, uint32_t len);
+    void (*write)(void *h, struct nbds_req *r, const void *buf, uint64_t off,
+                  uint32_t len, unsigned flags);
+    void (*flush)(void *h, struct nbds_req *r);
+    void (*trim)(void *h, struct nbds_req *r, uint64_t off, uint32_t len, unsigned flags);
+    void (*zero)(void *h, struct nbds_req *r, uint64_t off, uint32_t len, unsigned flags);
+    void (*cache)(void *h, struct nbds_req *r, uint64_t off, uint32_t len);   /* may be NULL */
+    /* Synchronous: describes [off, off+len) from the start, up to max
+     * extents; returns how many (>= 1) or a negative errno. */
+    int (*block_status)(void *h, enum nbds_meta_context ctx, uint64_t off, uint32_t len,
+                        struct nbds_extent *ext, size_t max);
+};
+
+/* Completes a request: err is 0 or a negative errno (mapped to the NBD
+ * error codes: EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP,
+ * ESHUTDOWN; others become EIO). */
+void nbds_req_done(struct nbds_req *r, int err);
+
+struct nbds_config {
+    const struct nbds_backend *backend;
+    void *opaque;                     /* passed to list() and open() */
+    uint32_t max_payload;             /* 0: NBDS_DEFAULT_MAX_PAYLOAD */
+    unsigned max_inflight;            /* requests in flight per connection; 0: 64 */
+    /* Called when a connection's wanted poll events change outside of
+     * nbds_conn_io() (a request completed and a reply waits to be sent). */
+    void (*notify)(void *opaque, struct nbds_conn *c);
+    bool verbose;                     /* debug lines on stderr */
+};
+
+int nbds_server_new(const struct nbds_config *cfg, struct nbds_server **out);
+void nbds_server_free(struct nbds_server *s);
+
+/* A connection on descriptors (may be the same for sockets); they are
+ * made non-blocking and are not closed by the library.  peer is a short
+ * description for logs and the backend ("unix:uid=1000", "tcp:1.2.3.4:5"). */
+int nbds_conn_new(struct nbds_server *s, int in_fd, int out_fd, const char *peer,
+                  void *user, struct nbds_conn **out);
+/* Handles readiness: revents are POLLIN/POLLOUT/POLLHUP/POLLERR bits for
+ * in_fd (reads) and out_fd (writes).  Returns 0, or -ECONNRESET etc. when
+ * the connection is over (the caller then calls nbds_conn_free). */
+int nbds_conn_io(struct nbds_conn *c, unsigned revents);
+/* Poll events wanted now: POLLIN on in_fd, POLLOUT on out_fd. */
+unsigned nbds_conn_events(const struct nbds_conn *c);
+/* True once the client disconnected or the protocol ended, and no
+ * request is in flight: it can be freed. */
+bool nbds_conn_finished(const struct nbds_conn *c);
+/* Stops reading new requests (shutdown); replies still go out. */
+void nbds_conn_shutdown(struct nbds_conn *c);
+/* Frees the connection and closes its export.  Must not be called while
+ * requests are in flight (wait for nbds_conn_finished). */
+void nbds_conn_free(struct nbds_conn *c);
+void *nbds_conn_user(const struct nbds_conn *c);
+const char *nbds_conn_peer(const struct nbds_conn *c);
+/* The export name, once the handshake opened one (else NULL). */
+const char *nbds_conn_export(const struct nbds_conn *c);
+/* Requests accepted and not yet replied to. */
+unsigned nbds_conn_inflight(const struct nbds_conn *c);
+/* True while still in the handshake (for the caller's time limit). */
+bool nbds_conn_in_handshake(const struct nbds_conn *c);
+
+/* Serves one connection on in_fd/out_fd until it ends, polling them and,
+ * when extra_fd >= 0, extra_fd (calling extra(extra_opaque) when it is
+ * readable: the backend's completions).  Returns 0 at a clean end. */
+int nbds_serve(struct nbds_server *s, int in_fd, int out_fd, int extra_fd,
+               void (*extra)(void *opaque), void *extra_opaque);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
