@@ -126,7 +126,13 @@ int nbds_conn_new(struct nbds_server *s, int in_fd, int out_fd, const char *peer
                   void *user, struct nbds_conn **out);
 /* Handles readiness: revents are POLLIN/POLLOUT/POLLHUP/POLLERR bits for
  * in_fd (reads) and out_fd (writes).  Returns 0, or -ECONNRESET etc. when
- * the connection is over (the caller then calls nbds_conn_free). */
+ * the connection is over (the caller then calls nbds_conn_free).  A
+ * negative return comes only once no request is in flight: until then it
+ * returns 0 and cfg.notify fires when the last one completes.  Clean ends
+ * (NBD_CMD_DISC, NBD_OPT_ABORT, EOF between requests) give -ECONNRESET;
+ * -EPROTO is a protocol violation (hard disconnect), -ESHUTDOWN follows
+ * nbds_conn_shutdown.  Writes use MSG_NOSIGNAL on sockets; with a pipe as
+ * out_fd the caller should ignore SIGPIPE. */
 int nbds_conn_io(struct nbds_conn *c, unsigned revents);
 /* Poll events wanted now: POLLIN on in_fd, POLLOUT on out_fd. */
 unsigned nbds_conn_events(const struct nbds_conn *c);

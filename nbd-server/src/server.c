@@ -1,0 +1,312 @@
+/*
+ * server.c - server and connection objects, the input side of a
+ * connection (read, split into messages, hand them to the handshake or the
+ * transmission code), nbds_conn_io and the one-connection nbds_serve loop.
+ *
+ * Flow control: a connection stops reading new requests while
+ * max_inflight requests are in flight or more than NBDS_OUTQ_HIGH bytes of
+ * replies wait to be written; a WRITE payload being received is always
+ * read to its end.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+int nbds_server_new(const struct nbds_config *cfg, struct nbds_server **out)
+{
+    *out = NULL;
+    if (!cfg || !cfg->backend || !cfg->backend->open || !cfg->backend->close ||
+        !cfg->backend->read || !cfg->backend->write)
+        return -EINVAL;
+    struct nbds_server *s = calloc(1, sizeof(*s));
+    if (!s)
+        return -ENOMEM;
+    s->cfg = *cfg;
+    if (!s->cfg.max_payload)
+        s->cfg.max_payload = NBDS_DEFAULT_MAX_PAYLOAD;
+    if (!s->cfg.max_inflight)
+        s->cfg.max_inflight = NBDS_DEFAULT_INFLIGHT;
+    *out = s;
+    return 0;
+}
+
+void nbds_server_free(struct nbds_server *s)
+{
+    free(s);
+}
+
+static int set_nonblock(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -errno;
+    return 0;
+}
+
+int nbds_conn_new(struct nbds_server *s, int in_fd, int out_fd, const char *peer,
+                  void *user, struct nbds_conn **out)
+{
+    *out = NULL;
+    int r = set_nonblock(in_fd);
+    if (r < 0 || (r = set_nonblock(out_fd)) < 0)
+        return r;
+    struct nbds_conn *c = calloc(1, sizeof(*c));
+    if (!c)
+        return -ENOMEM;
+    c->srv = s;
+    c->cfg = &s->cfg;
+    c->in_fd = in_fd;
+    c->out_fd = out_fd;
+    c->out_is_sock = true;   /* sendmsg, falls back to writev on ENOTSOCK */
+    c->user = user;
+    c->max_inflight = s->cfg.max_inflight;
+    c->max_payload = s->cfg.max_payload;
+    c->oq_tail = &c->oq_head;
+    c->peer = strdup(peer ? peer : "?");
+    c->inbuf = malloc(NBDS_INBUF_SIZE);
+    if (!c->peer || !c->inbuf || (r = nbds_hs_start(c)) < 0) {
+        free(c->peer);
+        free(c->inbuf);
+        free(c);
+        return r < 0 ? r : -ENOMEM;
+    }
+    nbds_debug(c, "new connection");
+    *out = c;
+    return 0;
+}
+
+void nbds_conn_free(struct nbds_conn *c)
+{
+    if (!c)
+        return;
+    if (c->export)
+        c->cfg->backend->close(c->export);
+    if (c->cur) {
+        free(c->cur->buf);
+        free(c->cur);
+    } else if (c->state == IN_OPT_DATA) {
+        free(c->sink);
+    }
+    nbds_outq_drop(c);
+    free(c->meta_export);
+    free(c->export_name);
+    free(c->inbuf);
+    free(c->peer);
+    free(c);
+}
+
+void *nbds_conn_user(const struct nbds_conn *c) { return c->user; }
+const char *nbds_conn_peer(const struct nbds_conn *c) { return c->peer; }
+const char *nbds_conn_export(const struct nbds_conn *c) { return c->export_name; }
+unsigned nbds_conn_inflight(const struct nbds_conn *c) { return c->inflight; }
+bool nbds_conn_in_handshake(const struct nbds_conn *c) { return !c->transmission; }
+
+void nbds_conn_shutdown(struct nbds_conn *c)
+{
+    c->shut = true;
+    if (!c->closing)
+        nbds_conn_end(c, -ESHUTDOWN);
+}
+
+bool nbds_conn_finished(const struct nbds_conn *c)
+{
+    return (c->dead || (c->closing && !c->oq_head)) && c->inflight == 0;
+}
+
+/* May new messages be parsed now? */
+static bool can_parse(const struct nbds_conn *c)
+{
+    if (c->closing)
+        return false;
+    if (c->state == IN_OPT_DATA || c->state == IN_REQ_PAYLOAD)
+        return true;
+    return c->inflight < c->max_inflight && c->oq_bytes < NBDS_OUTQ_HIGH;
+}
+
+static bool want_read(const struct nbds_conn *c)
+{
+    return can_parse(c) && c->inlen - c->inpos < NBDS_INBUF_SIZE;
+}
+
+unsigned nbds_conn_events(const struct nbds_conn *c)
+{
+    unsigned ev = 0;
+    if (c->dead)
+        return 0;
+    if (want_read(c))
+        ev |= POLLIN;
+    if (c->oq_head)
+        ev |= POLLOUT;
+    return ev;
+}
+
+/* Parses what the input buffer holds, as far as flow control allows. */
+static void parse(struct nbds_conn *c)
+{
+    while (can_parse(c)) {
+        size_t avail = c->inlen - c->inpos;
+        const uint8_t *p = c->inbuf + c->inpos;
+        size_t need = 0;
+        switch (c->state) {
+        case IN_CLIENT_FLAGS: need = 4; break;
+        case IN_OPT_HDR: need = NBD_OPTION_HDR_SIZE; break;
+        case IN_REQ_HDR: need = NBD_REQUEST_SIZE; break;
+        case IN_OPT_DATA:
+        case IN_REQ_PAYLOAD: {
+            size_t n = c->sink_len - c->sink_got;
+            if (n > avail)
+                n = avail;
+            if (c->sink && n)
+                memcpy(c->sink + c->sink_got, p, n);
+            c->sink_got += n;
+            c->inpos += n;
+            if (c->sink_got < c->sink_len)
+                return;
+            if (c->state == IN_OPT_DATA) {
+                uint8_t *d = c->sink;
+                c->sink = NULL;
+                nbds_hs_option(c, d);
+                free(d);
+            } else {
+                nbds_tx_payload_done(c);
+            }
+            continue;
+        }
+        }
+        if (avail < need)
+            return;
+        c->inpos += need;
+        switch (c->state) {
+        case IN_CLIENT_FLAGS: nbds_hs_client_flags(c, get32(p)); break;
+        case IN_OPT_HDR: nbds_hs_option_header(c, p); break;
+        case IN_REQ_HDR: nbds_tx_request(c, p); break;
+        default: break;
+        }
+    }
+}
+
+/* Reads what is there; returns 0, or -EAGAIN when nothing more. */
+static int read_some(struct nbds_conn *c)
+{
+    if (c->inpos == c->inlen) {
+        c->inpos = c->inlen = 0;
+    } else if (c->inpos > 0 && c->inlen > NBDS_INBUF_SIZE / 2) {
+        memmove(c->inbuf, c->inbuf + c->inpos, c->inlen - c->inpos);
+        c->inlen -= c->inpos;
+        c->inpos = 0;
+    }
+    if (c->inlen == NBDS_INBUF_SIZE)
+        return -EAGAIN;
+    ssize_t n = read(c->in_fd, c->inbuf + c->inlen, NBDS_INBUF_SIZE - c->inlen);
+    if (n < 0) {
+        if (errno == EINTR)
+            return 0;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return -EAGAIN;
+        nbds_conn_fail(c, -errno);
+        return -EAGAIN;
+    }
+    if (n == 0) {
+        /* EOF: between messages of the transmission phase it is the
+         * client hanging up; anywhere else the stream was cut short. */
+        bool clean = c->transmission && c->state == IN_REQ_HDR && c->inpos == c->inlen;
+        nbds_debug(c, "end of input%s", clean ? "" : " inside a message");
+        nbds_conn_end(c, clean ? 0 : -ECONNRESET);
+        return -EAGAIN;
+    }
+    c->inlen += (size_t)n;
+    return 0;
+}
+
+int nbds_conn_io(struct nbds_conn *c, unsigned revents)
+{
+    c->in_io++;
+    parse(c);
+    if (!c->closing && (revents & (POLLIN | POLLHUP | POLLERR))) {
+        if (want_read(c)) {
+            /* A bounded number of reads, so that one busy client does not
+             * starve the others of the caller's loop. */
+            for (int i = 0; i < 16 && want_read(c); i++) {
+                if (read_some(c) < 0)
+                    break;
+                parse(c);
+            }
+        } else if (!(revents & POLLIN)) {
+            /* Hang-up while we do not read: nothing more will come. */
+            nbds_conn_end(c, (revents & POLLERR) ? -ECONNRESET : 0);
+        }
+    }
+    if (!c->dead && c->oq_head) {
+        int r = nbds_outq_flush(c);
+        if (r < 0 && r != -EAGAIN)
+            nbds_conn_fail(c, r);
+        else if (r == 0)
+            parse(c);   /* the backlog may have held reading back */
+    }
+    c->in_io--;
+    if (nbds_conn_finished(c))
+        return c->end_err ? c->end_err : -ECONNRESET;
+    return 0;
+}
+
+int nbds_serve(struct nbds_server *s, int in_fd, int out_fd, int extra_fd,
+               void (*extra)(void *opaque), void *extra_opaque)
+{
+    struct nbds_conn *c;
+    char peer[32];
+    snprintf(peer, sizeof(peer), "fd:%d,%d", in_fd, out_fd);
+    int r = nbds_conn_new(s, in_fd, out_fd, peer, NULL, &c);
+    if (r < 0)
+        return r;
+    for (;;) {
+        struct pollfd pfd[3];
+        int n = 0, iin, iout, iextra = -1;
+        unsigned ev = nbds_conn_events(c);
+        if (in_fd == out_fd) {
+            pfd[n] = (struct pollfd){ .fd = in_fd, .events = (short)ev };
+            iin = iout = n++;
+        } else {
+            pfd[n] = (struct pollfd){ .fd = in_fd, .events = (short)(ev & POLLIN) };
+            iin = n++;
+            pfd[n] = (struct pollfd){ .fd = out_fd, .events = (short)(ev & POLLOUT) };
+            iout = n++;
+        }
+        if (extra_fd >= 0) {
+            pfd[n] = (struct pollfd){ .fd = extra_fd, .events = POLLIN };
+            iextra = n++;
+        }
+        /* Nothing to wait for (dead with requests in flight and no
+         * completion descriptor) cannot make progress: give up waiting. */
+        int timeout = (ev == 0 && extra_fd < 0) ? 0 : -1;
+        int pr = poll(pfd, (nfds_t)n, timeout);
+        if (pr < 0) {
+            if (errno == EINTR)
+                continue;
+            r = -errno;
+            break;
+        }
+        if (iextra >= 0 && (pfd[iextra].revents & POLLIN) && extra)
+            extra(extra_opaque);
+        unsigned rev = (unsigned)(pfd[iin].revents & (POLLIN | POLLHUP | POLLERR));
+        rev |= (unsigned)(pfd[iout].revents & (POLLOUT | POLLERR));
+        r = nbds_conn_io(c, rev);
+        if (r < 0) {
+            /* A client that ended the connection is a clean end. */
+            r = (c->end_err == -ECONNRESET || c->end_err == 0) ? 0 : c->end_err;
+            break;
+        }
+        if (timeout == 0 && pr == 0 && nbds_conn_events(c) == 0 && !nbds_conn_finished(c)) {
+            r = -EIO;
+            break;
+        }
+    }
+    if (nbds_conn_inflight(c) == 0)
+        nbds_conn_free(c);
+    return r;
+}
