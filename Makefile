@@ -3,7 +3,9 @@
 #   make             library, CLI, unit/model/crash tests and benchmarks, into build/
 #   make test        install missing packages, build everything (plus the ASan/UBSan
 #                    build and the fuzzers), then run the whole suite
-#   make run         install missing packages, build, run scripts/demo.sh
+#   make run         install missing packages, build, create ./vdisk-store with a
+#                    demo volume if needed, run vdiskd in the foreground
+#                    (scripts/run-daemon.sh; the CLI tour first: make run DEMO=1)
 #   make bench       install missing packages, build, run tests/bench/run-bench.sh
 #   make asan        the same build with ASan+UBSan, into build/asan/
 #   make fuzzers     the libFuzzer targets (clang), into build/fuzz/
@@ -169,8 +171,10 @@ test: deps
 	BUILD=$(BUILD) bash tests/run-tests.sh
 
 run: deps
-	$(MAKE) all
-	VDISK=$(abspath $(BUILD))/bin/vdisk sh scripts/demo.sh
+	$(MAKE) lib cli daemon
+	$(if $(DEMO),VDISK=$(abspath $(BUILD))/bin/vdisk sh scripts/demo.sh)
+	VDISK=$(abspath $(BUILD))/bin/vdisk VDISKD=$(abspath $(BUILD))/bin/vdiskd \
+	    sh scripts/run-daemon.sh
 
 bench: deps
 	$(MAKE) all
@@ -250,9 +254,13 @@ $(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o \
 # ---------------------------------------------------------------------------
 # Install
 
-install: lib cli
+install: lib cli daemon
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/bin/vdisk $(DESTDIR)$(BINDIR)/vdisk
+	install -m 755 $(BUILD)/bin/vdiskd $(DESTDIR)$(BINDIR)/vdiskd
+	install -d $(DESTDIR)$(LIBDIR)/systemd/system
+	sed -e 's|/usr/local/bin/|$(BINDIR)/|' vdiskd/vdiskd.service \
+	    > $(DESTDIR)$(LIBDIR)/systemd/system/vdiskd.service
 	install -m 644 $(LIB_A) $(DESTDIR)$(LIBDIR)/libvdisk.a
 	install -m 755 $(LIB_SO_REAL) $(DESTDIR)$(LIBDIR)/libvdisk.so.$(VERSION)
 	ln -sf libvdisk.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libvdisk.so.$(SOVERSION)
@@ -265,6 +273,7 @@ install: lib cli
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/vdisk $(DESTDIR)$(INCLUDEDIR)/vdisk.h \
+	      $(DESTDIR)$(BINDIR)/vdiskd $(DESTDIR)$(LIBDIR)/systemd/system/vdiskd.service \
 	      $(DESTDIR)$(LIBDIR)/libvdisk.a $(DESTDIR)$(LIBDIR)/libvdisk.so \
 	      $(DESTDIR)$(LIBDIR)/libvdisk.so.$(SOVERSION) \
 	      $(DESTDIR)$(LIBDIR)/libvdisk.so.$(VERSION) \

@@ -250,6 +250,8 @@ int map_chain(struct vd_chain *chain, const char *what, enum cli_output output);
 
 /* Records --store DIR (the last one given wins). */
 void cli_set_store(const char *dir);
+/* The --store given before the command name, or NULL. */
+const char *cli_get_store(void);
 
 /* Parses the options of a command that takes only --store, --help and,
  * when output is not NULL, --output human|json.  Returns -1 to go on

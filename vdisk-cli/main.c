@@ -9,6 +9,9 @@
 
 #include "cli.h"
 
+/* serve.c: execs vdiskd (its options are vdiskd's: `vdisk serve --help`). */
+int cmd_serve(int argc, char **argv);
+
 static const struct cli_cmd commands[] = {
     { "create", vol_create,
       "create NAME SIZE [--block-size N] [--digest none|sha256]" },
@@ -28,6 +31,8 @@ static const struct cli_cmd commands[] = {
     { "clone", vol_clone, "clone [--full] [-p] TPL[@VERSION] VOL" },
     { "flatten", vol_flatten, "flatten [-p] VOL" },
     { "df", store_df, "df [--output human|json]" },
+    { "serve", cmd_serve,
+      "serve [--listen unix:PATH|tcp:HOST[:PORT]]... [--read-only] [-f] ... (runs vdiskd)" },
     { "img", cmd_img, "img create|info|check|map|convert|compare ..." },
 };
 

@@ -24,6 +24,11 @@ void cli_set_store(const char *dir)
     store_opt = dir;
 }
 
+const char *cli_get_store(void)
+{
+    return store_opt;
+}
+
 int cli_store_open(unsigned flags, struct vd_store **out)
 {
     char def[4096];

@@ -1,0 +1,210 @@
+/*
+ * backend.c - the nbd-server backend over libvdisk.
+ *
+ * Each NBD request becomes one vd_aio_* call whose completion (run by
+ * vd_ctx_poll in the event loop) completes the request: the nbds_req is
+ * the callback's opaque, so no allocation per request.  Ranges arrive
+ * checked against the export size by nbd-server; libvdisk refuses
+ * offsets and lengths not aligned to 512 bytes with -EINVAL, which is the
+ * answer proto.md allows for requests below the advertised minimum block
+ * size.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdiskd.h"
+
+static void done_cb(void *opaque, int result)
+{
+    nbds_req_done(opaque, result);
+}
+
+static int be_list(void *server_opaque, struct nbds_conn *c, struct nbds_list *l)
+{
+    (void)c;
+    return exports_list(server_opaque, l);
+}
+
+static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
+                   void **handle, struct nbds_export_info *info)
+{
+    struct vdiskd *d = server_opaque;
+    struct export *ex;
+    int r;
+
+    if (d->stopping)
+        return -ESHUTDOWN;
+    r = export_get(d, name, &ex);
+    if (r < 0) {
+        vlog(LOG_DEBUG, "%s: export '%s' refused: %s", nbds_conn_peer(c), name, strerror(-r));
+        return r;
+    }
+    memset(info, 0, sizeof(*info));
+    info->size = vd_chain_size(ex->chain);
+    info->read_only = !ex->writable;
+    info->can_flush = true;
+    info->can_fua = ex->writable;
+    info->can_trim = ex->writable;
+    info->can_zero = ex->writable;
+    info->can_fast_zero = ex->writable;
+    info->can_cache = false;
+    /* One chain per export name: a flush on any connection makes the
+     * completed writes of every connection durable. */
+    info->can_multi_conn = true;
+    info->contexts[NBDS_CTX_BASE_ALLOCATION] = true;
+    info->contexts[NBDS_CTX_ALLOCATION_DEPTH] = true;
+    info->min_block = VD_SECTOR_SIZE;
+    info->pref_block = VD_SUBBLOCK_SIZE;
+    info->max_block = NBDS_DEFAULT_MAX_PAYLOAD;
+    snprintf(info->description, sizeof(info->description), "%s", ex->description);
+    vlog(LOG_DEBUG, "%s: export %s (%s)", nbds_conn_peer(c), name,
+         ex->writable ? "read-write" : "read-only");
+    *handle = ex;
+    return 0;
+}
+
+static void be_close(void *h)
+{
+    struct export *ex = h;
+    export_put(ex->d, ex);
+}
+
+static void be_read(void *h, struct nbds_req *r, void *buf, uint64_t off, uint32_t len)
+{
+    struct export *ex = h;
+    int e = vd_aio_read(ex->chain, buf, off, len, done_cb, r);
+    if (e < 0)
+        nbds_req_done(r, e);
+}
+
+static void be_write(void *h, struct nbds_req *r, const void *buf, uint64_t off,
+                     uint32_t len, unsigned flags)
+{
+    struct export *ex = h;
+    int e = vd_aio_write(ex->chain, buf, off, len,
+                         (flags & NBDS_FLAG_FUA) ? VD_IO_FUA : 0, done_cb, r);
+    if (e < 0)
+        nbds_req_done(r, e);
+}
+
+static void be_flush(void *h, struct nbds_req *r)
+{
+    struct export *ex = h;
+    int e = vd_aio_flush(ex->chain, done_cb, r);
+    if (e < 0)
+        nbds_req_done(r, e);
+}
+
+/* TRIM with FUA: the discard, then a flush. */
+struct trim_fua {
+    struct export *ex;
+    struct nbds_req *r;
+};
+
+static void trim_fua_cb(void *opaque, int result)
+{
+    struct trim_fua *t = opaque;
+    struct nbds_req *r = t->r;
+    int e = result;
+    if (e == 0)
+        e = vd_aio_flush(t->ex->chain, done_cb, r);
+    free(t);
+    if (e != 0 || result != 0)
+        nbds_req_done(r, e);
+}
+
+static void be_trim(void *h, struct nbds_req *r, uint64_t off, uint32_t len, unsigned flags)
+{
+    struct export *ex = h;
+    int e;
+    if (flags & NBDS_FLAG_FUA) {
+        struct trim_fua *t = malloc(sizeof(*t));
+        if (!t) {
+            nbds_req_done(r, -ENOMEM);
+            return;
+        }
+        t->ex = ex;
+        t->r = r;
+        e = vd_aio_discard(ex->chain, off, len, trim_fua_cb, t);
+        if (e < 0)
+            free(t);
+    } else {
+        e = vd_aio_discard(ex->chain, off, len, done_cb, r);
+    }
+    if (e < 0)
+        nbds_req_done(r, e);
+}
+
+static void be_zero(void *h, struct nbds_req *r, uint64_t off, uint32_t len, unsigned flags)
+{
+    struct export *ex = h;
+    /* Zeroing whole 4 KiB sub-blocks only changes their state in the index
+     * (no data written): that is the fast case.  A partial sub-block needs
+     * a read-modify-write, which FAST_ZERO must refuse (proto.md). */
+    if ((flags & NBDS_FLAG_FAST_ZERO) && ((off | len) & (VD_SUBBLOCK_SIZE - 1))) {
+        nbds_req_done(r, -ENOTSUP);
+        return;
+    }
+    int e = vd_aio_zero(ex->chain, off, len, (flags & NBDS_FLAG_FUA) ? VD_IO_FUA : 0,
+                        done_cb, r);
+    if (e < 0)
+        nbds_req_done(r, e);
+}
+
+static uint32_t extent_flags(enum nbds_meta_context ctx, const struct vd_extent *e)
+{
+    if (ctx == NBDS_CTX_ALLOCATION_DEPTH)
+        return e->type == VD_EXTENT_HOLE ? 0 : e->depth;
+    switch (e->type) {
+    case VD_EXTENT_HOLE:
+        return NBDS_STATE_HOLE | NBDS_STATE_ZERO;
+    case VD_EXTENT_ZERO:
+        return NBDS_STATE_ZERO;
+    default:
+        return 0;
+    }
+}
+
+static int be_block_status(void *h, enum nbds_meta_context ctx, uint64_t off, uint32_t len,
+                           struct nbds_extent *out, size_t max)
+{
+    struct export *ex = h;
+    struct vd_extent v[64];
+    uint64_t end = off + len;
+    size_t n = 0;
+
+    while (off < end && n <= max) {
+        int r = vd_block_status(ex->chain, off, end - off, v, 64);
+        if (r < 0)
+            return n ? (int)n : r;
+        for (int i = 0; i < r; i++) {
+            uint32_t f = extent_flags(ctx, &v[i]);
+            if (n && out[n - 1].flags == f) {
+                out[n - 1].length += v[i].length;
+            } else {
+                if (n == max)
+                    return (int)n;
+                out[n].length = v[i].length;
+                out[n].flags = f;
+                n++;
+            }
+            off += v[i].length;
+        }
+    }
+    return (int)n;
+}
+
+const struct nbds_backend vdiskd_backend = {
+    .list = be_list,
+    .open = be_open,
+    .close = be_close,
+    .read = be_read,
+    .write = be_write,
+    .flush = be_flush,
+    .trim = be_trim,
+    .zero = be_zero,
+    .cache = NULL,
+    .block_status = be_block_status,
+};

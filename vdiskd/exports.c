@@ -1,0 +1,273 @@
+/*
+ * exports.c - export names to open chains.
+ *
+ * Names: "VOL" (a volume, read-write unless --read-only), "VOL@SNAP" (a
+ * snapshot) and "TPL" / "TPL@N" (a template, its newest or N-th version),
+ * both read-only.  Every connection to one name shares one vd_chain, so
+ * that a FLUSH on one connection covers the writes of all (multi-conn),
+ * and only one writer lock is taken per volume.
+ *
+ * The chains are opened with vd_chain_open on the layer file the catalog
+ * names (layers/UUID.vdk in the store) rather than vd_store_open_chain,
+ * because only vd_chain_open takes a vd_layer_cache: linked clones of one
+ * template then share the template's open layers and their index memory.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "vdiskd.h"
+
+void fmt_size(uint64_t n, char *out, size_t outlen)
+{
+    static const char *units[] = { "B", "KiB", "MiB", "GiB", "TiB", "PiB" };
+    unsigned u = 0;
+    double v = (double)n;
+    while (v >= 1024 && u < 5) {
+        v /= 1024;
+        u++;
+    }
+    if (v == (double)(uint64_t)v)
+        snprintf(out, outlen, "%llu %s", (unsigned long long)v, units[u]);
+    else
+        snprintf(out, outlen, "%.1f %s", v, units[u]);
+}
+
+/* Parent layers live next to their children, named by UUID: the catalog's
+ * layout (vdisk.h, Stores).  libvdisk checks the UUID of what we name. */
+static int resolve_layer(void *opaque, const vd_uuid *parent, const char *hint,
+                         const char *child_path, char *out, size_t outlen)
+{
+    struct vdiskd *d = opaque;
+    char u[37];
+    (void)hint;
+    (void)child_path;
+    vd_uuid_format(parent, u);
+    if ((size_t)snprintf(out, outlen, "%s/layers/%s.vdk", vd_store_path(d->store), u) >= outlen)
+        return -ENAMETOOLONG;
+    return 0;
+}
+
+/* The layer at the top of `name`'s chain, whether it may be written, and
+ * a description.  -ENOENT when the catalog has no such name. */
+static int lookup(struct vdiskd *d, const char *name, vd_uuid *layer, bool *writable,
+                  char *desc, size_t desclen)
+{
+    char base[VD_NAME_MAX + 1], sz[32];
+    const char *at = strchr(name, '@');
+    size_t bl = at ? (size_t)(at - name) : strlen(name);
+    struct vd_volume_info vi;
+    struct vd_template_info ti;
+    int r;
+
+    if (bl == 0 || bl > VD_NAME_MAX)
+        return -ENOENT;
+    memcpy(base, name, bl);
+    base[bl] = '\0';
+    *writable = false;
+
+    if (vd_volume_info(d->store, base, &vi) == 0) {
+        if (!at) {
+            *layer = vi.top;
+            *writable = !d->read_only;
+            fmt_size(vi.size, sz, sizeof(sz));
+            snprintf(desc, desclen, "volume %s (%s)%s", base, sz,
+                     d->read_only ? ", read-only" : "");
+            return 0;
+        }
+        struct vd_snapshot_info *s = NULL;
+        size_t n = 0;
+        if ((r = vd_snapshot_list(d->store, base, &s, &n)) < 0)
+            return r;
+        r = -ENOENT;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(s[i].name, at + 1) == 0) {
+                *layer = s[i].layer;
+                fmt_size(s[i].size, sz, sizeof(sz));
+                snprintf(desc, desclen, "snapshot %s of volume %s (%s, read-only)",
+                         s[i].name, base, sz);
+                r = 0;
+                break;
+            }
+        }
+        free(s);
+        return r;
+    }
+
+    struct vd_template_version *v = NULL;
+    size_t n = 0;
+    if (vd_template_info(d->store, base, &ti, &v, &n) < 0)
+        return -ENOENT;
+    uint32_t want = ti.latest;
+    if (at) {
+        const char *p = at + 1 + (at[1] == 'v');
+        char *end;
+        unsigned long x = strtoul(p, &end, 10);
+        if (*p < '0' || *p > '9' || *end || x == 0 || x > UINT32_MAX) {
+            free(v);
+            return -ENOENT;
+        }
+        want = (uint32_t)x;
+    }
+    r = -ENOENT;
+    for (size_t i = 0; i < n; i++) {
+        if (v[i].version == want) {
+            *layer = v[i].layer;
+            fmt_size(v[i].size, sz, sizeof(sz));
+            snprintf(desc, desclen, "template %s version %u (%s, read-only)", base,
+                     (unsigned)want, sz);
+            r = 0;
+            break;
+        }
+    }
+    free(v);
+    return r;
+}
+
+int export_get(struct vdiskd *d, const char *name, struct export **out)
+{
+    struct export *ex;
+    char u[37], path[4096];
+    vd_uuid layer;
+    bool writable;
+    int r;
+
+    for (ex = d->exports; ex; ex = ex->next) {
+        if (strcmp(ex->name, name) == 0) {
+            ex->refs++;
+            *out = ex;
+            return 0;
+        }
+    }
+    ex = calloc(1, sizeof(*ex));
+    if (!ex || !(ex->name = strdup(name))) {
+        free(ex);
+        return -ENOMEM;
+    }
+    r = lookup(d, name, &layer, &writable, ex->description, sizeof(ex->description));
+    if (r < 0)
+        goto fail;
+    vd_uuid_format(&layer, u);
+    snprintf(path, sizeof(path), "%s/layers/%s.vdk", vd_store_path(d->store), u);
+    struct vd_open_opts oo = {
+        .flags = d->open_flags | (writable ? VD_OPEN_RDWR : 0),
+        .resolve = resolve_layer,
+        .resolve_opaque = d,
+        .cache = d->cache,
+    };
+    r = vd_chain_open(d->ctx, path, &oo, &ex->chain);
+    if (r == -EBUSY) {
+        struct vd_volume_info vi;
+        if (vd_volume_info(d->store, name, &vi) == 0 && vi.writer_pid)
+            vlog(LOG_ERR, "export %s: volume '%s' is open for writing by process %d",
+                 name, name, vi.writer_pid);
+        else
+            vlog(LOG_ERR, "export %s: volume is open for writing by another process", name);
+        goto fail;
+    }
+    if (r < 0) {
+        vlog(LOG_ERR, "export %s: %s", name, *vd_errmsg() ? vd_errmsg() : strerror(-r));
+        goto fail;
+    }
+    ex->writable = vd_chain_writable(ex->chain);
+    ex->refs = 1;
+    ex->d = d;
+    ex->next = d->exports;
+    d->exports = ex;
+    vlog(LOG_DEBUG, "export %s opened: %s, %u layer(s)", name, ex->description,
+         vd_chain_depth(ex->chain));
+    *out = ex;
+    return 0;
+fail:
+    free(ex->name);
+    free(ex);
+    return r;
+}
+
+static void export_close(struct vdiskd *d, struct export *ex)
+{
+    struct export **pp;
+    for (pp = &d->exports; *pp; pp = &(*pp)->next) {
+        if (*pp == ex) {
+            *pp = ex->next;
+            break;
+        }
+    }
+    int r = vd_chain_close(ex->chain);
+    if (r < 0)
+        vlog(LOG_ERR, "export %s: closing: %s", ex->name,
+             *vd_errmsg() ? vd_errmsg() : strerror(-r));
+    else
+        vlog(LOG_DEBUG, "export %s closed", ex->name);
+    free(ex->name);
+    free(ex);
+}
+
+void export_put(struct vdiskd *d, struct export *ex)
+{
+    if (--ex->refs == 0)
+        export_close(d, ex);
+}
+
+void exports_close_all(struct vdiskd *d)
+{
+    while (d->exports)
+        export_close(d, d->exports);
+}
+
+int exports_list(struct vdiskd *d, struct nbds_list *l)
+{
+    struct vd_volume_info *vols = NULL;
+    struct vd_template_info *tpls = NULL;
+    size_t nv = 0, nt = 0;
+    char name[2 * VD_NAME_MAX + 2], desc[256], sz[32];
+    int r;
+
+    if ((r = vd_volume_list(d->store, &vols, &nv)) < 0)
+        return r;
+    for (size_t i = 0; i < nv && r >= 0; i++) {
+        fmt_size(vols[i].size, sz, sizeof(sz));
+        snprintf(desc, sizeof(desc), "volume %s (%s)%s", vols[i].name, sz,
+                 d->read_only ? ", read-only" : "");
+        r = nbds_list_add(l, vols[i].name, desc);
+        struct vd_snapshot_info *s = NULL;
+        size_t ns = 0;
+        if (r >= 0 && vd_snapshot_list(d->store, vols[i].name, &s, &ns) == 0) {
+            for (size_t j = 0; j < ns && r >= 0; j++) {
+                snprintf(name, sizeof(name), "%s@%s", vols[i].name, s[j].name);
+                fmt_size(s[j].size, sz, sizeof(sz));
+                snprintf(desc, sizeof(desc), "snapshot %s of volume %s (%s, read-only)",
+                         s[j].name, vols[i].name, sz);
+                r = nbds_list_add(l, name, desc);
+            }
+            free(s);
+        }
+    }
+    free(vols);
+    if (r < 0)
+        return r;
+    if ((r = vd_template_list(d->store, &tpls, &nt)) < 0)
+        return r;
+    for (size_t i = 0; i < nt && r >= 0; i++) {
+        struct vd_template_info ti;
+        struct vd_template_version *v = NULL;
+        size_t n = 0;
+        fmt_size(tpls[i].size, sz, sizeof(sz));
+        snprintf(desc, sizeof(desc), "template %s, newest version %u (%s, read-only)",
+                 tpls[i].name, (unsigned)tpls[i].latest, sz);
+        r = nbds_list_add(l, tpls[i].name, desc);
+        if (r >= 0 && vd_template_info(d->store, tpls[i].name, &ti, &v, &n) == 0) {
+            for (size_t j = 0; j < n && r >= 0; j++) {
+                snprintf(name, sizeof(name), "%s@%u", tpls[i].name, (unsigned)v[j].version);
+                fmt_size(v[j].size, sz, sizeof(sz));
+                snprintf(desc, sizeof(desc), "template %s version %u (%s, read-only)",
+                         tpls[i].name, (unsigned)v[j].version, sz);
+                r = nbds_list_add(l, name, desc);
+            }
+            free(v);
+        }
+    }
+    free(tpls);
+    return r < 0 ? r : 0;
+}

@@ -1,0 +1,220 @@
+/*
+ * main.c - vdiskd: options, logging, startup and shutdown.
+ *
+ * vdiskd serves the volumes, snapshots and templates of one store over
+ * NBD.  Startup opens the store, one vd_ctx (libaio queue + eventfd), one
+ * vd_layer_cache (template layers shared by linked clones) and the
+ * listening sockets, then runs the event loop (loop.c).  SIGTERM/SIGINT:
+ * stop accepting, finish the requests in flight, close the connections,
+ * close every chain (flush, clear the dirty flag), close the store, exit 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "vdiskd.h"
+
+int vdiskd_verbose;
+static bool use_syslog;
+
+void vlog(int prio, const char *fmt, ...)
+{
+    va_list ap;
+    if (prio == LOG_DEBUG && !vdiskd_verbose)
+        return;
+    va_start(ap, fmt);
+    if (use_syslog) {
+        vsyslog(prio, fmt, ap);
+    } else {
+        char line[1024];
+        vsnprintf(line, sizeof(line), fmt, ap);
+        fprintf(stderr, "vdiskd[%d]: %s%s\n", (int)getpid(),
+                prio <= LOG_ERR ? "error: " : "", line);
+    }
+    va_end(ap);
+}
+
+static void usage(FILE *f)
+{
+    fputs("Usage: vdiskd [OPTIONS]\n"
+          "Serves the volumes of a vdisk store over NBD.\n"
+          "\n"
+          "  --store DIR           the store (default $VDISK_STORE, else /var/lib/vdisk\n"
+          "                        for root, else $XDG_DATA_HOME/vdisk)\n"
+          "  --listen unix:PATH    listen on a unix socket (default: STORE/nbd.sock)\n"
+          "  --listen tcp:HOST[:PORT]  listen on TCP (default port " VDISKD_DEFAULT_PORT ")\n"
+          "                        --listen may be repeated\n"
+          "  --read-only           serve volumes read-only too\n"
+          "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
+          "  --syslog              log to syslog instead of stderr\n"
+          "  -f, --foreground      do not detach (logs go to stderr)\n"
+          "  -v, --verbose         debug logging (twice: the protocol library's too)\n"
+          "  -h, --help            this help\n"
+          "  -V, --version         the version\n"
+          "\n"
+          "Exports: VOL (read-write), VOL@SNAP, TPL and TPL@N (read-only).\n"
+          "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
+}
+
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG };
+
+int main(int argc, char **argv)
+{
+    static const struct option opts[] = {
+        { "store", required_argument, NULL, OPT_STORE },
+        { "listen", required_argument, NULL, OPT_LISTEN },
+        { "read-only", no_argument, NULL, OPT_READ_ONLY },
+        { "cache", required_argument, NULL, OPT_CACHE },
+        { "syslog", no_argument, NULL, OPT_SYSLOG },
+        { "foreground", no_argument, NULL, 'f' },
+        { "verbose", no_argument, NULL, 'v' },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    struct vdiskd d = { .epfd = -1 };
+    const char *store_dir = NULL;
+    const char **listens = NULL;
+    size_t nlisten = 0;
+    bool foreground = false;
+    char def[4096], sock[4200];
+    int c, r, ret = 1;
+
+    while ((c = getopt_long(argc, argv, "fvhV", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_STORE:
+            store_dir = optarg;
+            break;
+        case OPT_LISTEN: {
+            const char **n = realloc(listens, (nlisten + 1) * sizeof(*listens));
+            if (!n)
+                return 1;
+            listens = n;
+            listens[nlisten++] = optarg;
+            break;
+        }
+        case OPT_READ_ONLY:
+            d.read_only = true;
+            break;
+        case OPT_CACHE:
+            if (strcmp(optarg, "none") == 0)
+                d.open_flags = 0;
+            else if (strcmp(optarg, "writeback") == 0)
+                d.open_flags = VD_OPEN_BUFFERED;
+            else {
+                fprintf(stderr, "vdiskd: --cache: expected none or writeback, not '%s'\n",
+                        optarg);
+                return 2;
+            }
+            break;
+        case OPT_SYSLOG:
+            use_syslog = true;
+            break;
+        case 'f':
+            foreground = true;
+            break;
+        case 'v':
+            vdiskd_verbose++;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("vdiskd %s\n", VDISKD_VERSION);
+            return 0;
+        default:
+            fputs("Try 'vdiskd --help' for more information.\n", stderr);
+            return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "vdiskd: unexpected argument '%s'\n"
+                "Try 'vdiskd --help' for more information.\n", argv[optind]);
+        return 2;
+    }
+    if (!store_dir) {
+        if ((r = vd_store_default_path(def, sizeof(def))) < 0) {
+            fprintf(stderr, "vdiskd: no store: give --store DIR or set VDISK_STORE\n");
+            return 1;
+        }
+        store_dir = def;
+    }
+
+    /* Detach before opening anything: LMDB environments, flocks and the
+     * libaio context must belong to the process that uses them. */
+    if (!foreground) {
+        use_syslog = true;
+        if (daemon(1, 0) < 0) {
+            fprintf(stderr, "vdiskd: daemon: %s\n", strerror(errno));
+            return 1;
+        }
+    }
+    if (use_syslog)
+        openlog("vdiskd", LOG_PID, LOG_DAEMON);
+    signal(SIGPIPE, SIG_IGN);
+
+    if ((r = vd_store_open(store_dir, VD_STORE_CREATE, &d.store)) < 0) {
+        vlog(LOG_ERR, "store %s: %s", store_dir, *vd_errmsg() ? vd_errmsg() : strerror(-r));
+        goto out;
+    }
+    if ((r = vd_ctx_new(0, &d.ctx)) < 0 || (r = vd_layer_cache_new(&d.cache)) < 0) {
+        vlog(LOG_ERR, "I/O context: %s", *vd_errmsg() ? vd_errmsg() : strerror(-r));
+        goto out;
+    }
+    struct nbds_config cfg = {
+        .backend = &vdiskd_backend,
+        .opaque = &d,
+        .notify = client_notify,
+        .verbose = vdiskd_verbose > 1,
+    };
+    if ((r = nbds_server_new(&cfg, &d.srv)) < 0) {
+        vlog(LOG_ERR, "NBD server: %s", strerror(-r));
+        goto out;
+    }
+    if ((r = loop_init(&d)) < 0) {
+        vlog(LOG_ERR, "epoll: %s", strerror(-r));
+        goto out;
+    }
+    if (nlisten == 0) {
+        snprintf(sock, sizeof(sock), "unix:%s/nbd.sock", vd_store_path(d.store));
+        if (listen_add(&d, sock) < 0)
+            goto out;
+    }
+    for (size_t i = 0; i < nlisten; i++)
+        if (listen_add(&d, listens[i]) < 0)
+            goto out;
+    vlog(LOG_INFO, "serving store %s%s, cache=%s", vd_store_path(d.store),
+         d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none");
+
+    if ((r = loop_run(&d)) < 0) {
+        vlog(LOG_ERR, "event loop: %s", strerror(-r));
+        goto out;
+    }
+    ret = 0;
+out:
+    listen_close_all(&d);
+    /* Connections are all gone after loop_run; on an error path free
+     * whatever is left: exports hold chains, chains hold the cache. */
+    exports_close_all(&d);
+    if (d.cache && vd_layer_cache_free(d.cache) < 0)
+        vlog(LOG_ERR, "layer cache: %s", vd_errmsg());
+    if (d.ctx)
+        vd_ctx_free(d.ctx);
+    if (d.srv)
+        nbds_server_free(d.srv);
+    if (d.store)
+        vd_store_close(d.store);
+    if (d.epfd >= 0)
+        close(d.epfd);
+    free(listens);
+    if (ret == 0)
+        vlog(LOG_INFO, "stopped");
+    if (use_syslog)
+        closelog();
+    return ret;
+}
