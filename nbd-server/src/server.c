@@ -237,8 +237,10 @@ int nbds_conn_io(struct nbds_conn *c, unsigned revents)
                     break;
                 parse(c);
             }
-        } else if (!(revents & POLLIN)) {
-            /* Hang-up while we do not read: nothing more will come. */
+        } else if (revents & (POLLHUP | POLLERR)) {
+            /* Hang-up while we do not read: the peer is gone both ways
+             * (a half-close shows as POLLIN alone), so no reply can reach
+             * it and level-triggered pollers would spin on the event. */
             nbds_conn_end(c, (revents & POLLERR) ? -ECONNRESET : 0);
         }
     }
