@@ -126,7 +126,10 @@ static void client_io(struct watch *w, uint32_t events)
 void client_notify(void *opaque, struct nbds_conn *conn)
 {
     (void)opaque;
-    client_rearm(nbds_conn_user(conn));
+    /* The --stdio connection has no client of the loop: nbds_serve polls
+     * for it. */
+    if (nbds_conn_user(conn))
+        client_rearm(nbds_conn_user(conn));
 }
 
 int client_start(struct vdiskd *d, int fd, const char *peer)

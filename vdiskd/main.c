@@ -52,6 +52,8 @@ static void usage(FILE *f)
           "  --read-only           serve volumes read-only too\n"
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
           "  --syslog              log to syslog instead of stderr\n"
+          "  --stdio               serve one connection on stdin/stdout and exit\n"
+          "                        (for tests, fuzzing and inetd-style use)\n"
           "  -f, --foreground      do not detach (logs go to stderr)\n"
           "  -v, --verbose         debug logging (twice: the protocol library's too)\n"
           "  -h, --help            this help\n"
@@ -61,7 +63,13 @@ static void usage(FILE *f)
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
-enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG };
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO };
+
+static void poll_ctx(void *opaque)
+{
+    struct vdiskd *d = opaque;
+    vd_ctx_poll(d->ctx, 0);
+}
 
 int main(int argc, char **argv)
 {
@@ -71,6 +79,7 @@ int main(int argc, char **argv)
         { "read-only", no_argument, NULL, OPT_READ_ONLY },
         { "cache", required_argument, NULL, OPT_CACHE },
         { "syslog", no_argument, NULL, OPT_SYSLOG },
+        { "stdio", no_argument, NULL, OPT_STDIO },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -81,7 +90,7 @@ int main(int argc, char **argv)
     const char *store_dir = NULL;
     const char **listens = NULL;
     size_t nlisten = 0;
-    bool foreground = false;
+    bool foreground = false, stdio = false;
     char def[4096], sock[4200];
     int c, r, ret = 1;
 
@@ -114,6 +123,9 @@ int main(int argc, char **argv)
             break;
         case OPT_SYSLOG:
             use_syslog = true;
+            break;
+        case OPT_STDIO:
+            stdio = foreground = true;
             break;
         case 'f':
             foreground = true;
@@ -174,6 +186,17 @@ int main(int argc, char **argv)
     };
     if ((r = nbds_server_new(&cfg, &d.srv)) < 0) {
         vlog(LOG_ERR, "NBD server: %s", strerror(-r));
+        goto out;
+    }
+    if (stdio) {
+        /* One client on stdin/stdout: no sockets, no epoll loop. */
+        r = nbds_serve(d.srv, 0, 1, vd_ctx_fd(d.ctx), poll_ctx, &d);
+        if (r < 0)
+            vlog(LOG_ERR, "stdio connection: %s", strerror(-r));
+        /* Requests may still be completing: let them finish. */
+        while (vd_ctx_inflight(d.ctx))
+            vd_ctx_poll(d.ctx, -1);
+        ret = r < 0 ? 1 : 0;
         goto out;
     }
     if ((r = loop_init(&d)) < 0) {
