@@ -20,6 +20,10 @@
 #      1 GiB volume, side by side with `qemu-img commit` of the same change
 #      on a qcow2 base + overlay and with copying that much data with
 #      dd conv=fdatasync (goal: close to copying that data).
+#   5. NBD servers (tests/bench/bench-nbd.sh): fio's nbd engine against
+#      vdiskd, qemu-nbd and nbdkit on fresh overlays of one filled 2 GiB
+#      template, 4 KiB random and 1 MiB sequential reads and writes, plus
+#      fio on the raw file as the local limit; ratios and goals printed.
 #
 # BENCH_SIZE_MIB (default 256) and BENCH_OPS (reads per run, default 200000)
 # scale 1 and 2; BENCH_STORE_CLONES (default 1000), BENCH_STORE_RUNS
@@ -154,6 +158,11 @@ echo
 echo "== Snapshot commit against the data changed, beside qemu-img commit and a plain copy"
 "$BUILD/bench/bench-store" commit --dir "$WORK" --base-mib 1024 --changes 16,64,256 \
     --runs "${BENCH_COMMIT_RUNS:-5}" || status=1
+echo
+
+# 5. vdiskd beside qemu-nbd and nbdkit through fio's nbd engine (bench-nbd.sh;
+#    BENCH_NBD_SIZE, default 2G, and BENCH_NBD_TIME, default 10 s per run).
+BUILD=$BUILD sh tests/bench/bench-nbd.sh || status=1
 echo
 
 echo "Goals: vdisk depth 64 / depth 1 >= 0.9 (see the bench-read table above);"
