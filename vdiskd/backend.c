@@ -49,7 +49,7 @@ static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
     info->can_trim = ex->writable;
     info->can_zero = ex->writable;
     info->can_fast_zero = ex->writable;
-    info->can_cache = false;
+    info->can_cache = true;
     /* One chain per export name: a flush on any connection makes the
      * completed writes of every connection durable. */
     info->can_multi_conn = true;
@@ -153,6 +153,17 @@ static void be_zero(void *h, struct nbds_req *r, uint64_t off, uint32_t len, uns
         nbds_req_done(r, e);
 }
 
+/* NBD_CMD_CACHE is advice (proto.md: the server may do nothing).  Layers
+ * are read with O_DIRECT and the shared block cache for templates comes
+ * later, so there is nothing to warm yet: succeed at once. */
+static void be_cache(void *h, struct nbds_req *r, uint64_t off, uint32_t len)
+{
+    (void)h;
+    (void)off;
+    (void)len;
+    nbds_req_done(r, 0);
+}
+
 static uint32_t extent_flags(enum nbds_meta_context ctx, const struct vd_extent *e)
 {
     if (ctx == NBDS_CTX_ALLOCATION_DEPTH)
@@ -205,6 +216,6 @@ const struct nbds_backend vdiskd_backend = {
     .flush = be_flush,
     .trim = be_trim,
     .zero = be_zero,
-    .cache = NULL,
+    .cache = be_cache,
     .block_status = be_block_status,
 };

@@ -74,7 +74,9 @@ expect("zero-length read", lambda: h.pread(0, 0), [0, EINVAL])
 expect("zero-length write", lambda: h.pwrite(b"", 0), [0, EINVAL])
 expect("zero-length trim", lambda: h.trim(0, 0), [0, EINVAL])
 expect("zero-length zero", lambda: h.zero(0, 0), [0, EINVAL])
-expect("cache (not advertised)", lambda: h.cache(4096, 0), [0, EINVAL, ENOTSUP])
+assert h.can_cache(), "CACHE is advertised"
+expect("cache", lambda: h.cache(4096, 0), [0])
+expect("cache beyond the end", lambda: h.cache(4096, h.get_size()), [EINVAL])
 expect("write with FUA", lambda: h.pwrite(b"f" * 4096, 4096, nbd.CMD_FLAG_FUA), [0])
 
 # Still serving: the data written first is intact.
