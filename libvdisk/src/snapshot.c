@@ -208,12 +208,7 @@ undo:
         vdi_layer_put(held);
         held = NULL;
     }
-    {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s", vd_errmsg());
-        st_recover(st);
-        vdi_err(r, "%s", msg);
-    }
+    st_undo(st, r);
     goto out;
 abort:
     mdb_txn_abort(txn);

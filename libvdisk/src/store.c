@@ -89,6 +89,15 @@ int st_new_uuid(char out[37])
     return r;
 }
 
+void st_undo(struct vd_store *st, int err)
+{
+    /* Recovery may set messages of its own: the caller's stays. */
+    char msg[512];
+    snprintf(msg, sizeof(msg), "%s", vd_errmsg());
+    st_recover(st);
+    vdi_err(err, "%s", msg);
+}
+
 int st_resolve(void *opaque, const vd_uuid *parent, const char *hint,
                const char *child_path, char *out, size_t outlen)
 {

@@ -109,6 +109,11 @@ int mg_simplify(struct vd_store *st, const char *uuid);
 /* Continues a merge recorded in the journal. */
 int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held);
 
+/* After a failed file step of an operation whose journal entry is
+ * committed: undo it now (the recovery of that entry), keeping err's
+ * message. */
+void st_undo(struct vd_store *st, int err);
+
 /* ---- recover.c ---- */
 int st_recover(struct vd_store *st);
 

@@ -430,12 +430,7 @@ int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char 
         goto undo;
     goto out;
 undo:
-    {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s", vd_errmsg());
-        st_recover(st);
-        vdi_err(r, "%s", msg);
-    }
+    st_undo(st, r);
     goto out;
 abort:
     mdb_txn_abort(txn);

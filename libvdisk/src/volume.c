@@ -105,12 +105,7 @@ int vd_volume_create(struct vd_store *st, const char *name, uint64_t size,
     goto out;
 undo:
     /* Nothing names the new file yet: the recovery of "create" removes it. */
-    {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s", vd_errmsg());
-        st_recover(st);
-        vdi_err(r, "%s", msg);
-    }
+    st_undo(st, r);
 out:
     st_unlock(st);
     return r;
@@ -228,12 +223,7 @@ abort_undo:
 undo:
     vdi_layer_put(held);
     held = NULL;
-    {
-        char msg[512];
-        snprintf(msg, sizeof(msg), "%s", vd_errmsg());
-        st_recover(st);
-        vdi_err(r, "%s", msg);
-    }
+    st_undo(st, r);
     goto out;
 abort:
     mdb_txn_abort(txn);
