@@ -321,4 +321,28 @@ int import_volume(struct vd_store *st, const char *file, enum img_format fmt,
                   const char *name, const struct vd_create_opts *co,
                   bool progress);
 
+/* ---- findings.c: what both check commands share ---- */
+
+/* Exit status of check commands (qemu-img's convention). */
+enum {
+    CHECK_CLEAN = 0,
+    CHECK_ERROR = 1,
+    CHECK_CORRUPT = 2,
+    CHECK_LEAKS = 3,
+};
+
+/* The findings of a check: printed as they come (human output) or kept
+ * for JSON. */
+struct findings {
+    bool print;
+    char **msg;
+    size_t n, cap;
+    bool oom;
+};
+/* A vd_report_fn: opaque is a struct findings. */
+void findings_report(void *opaque, const char *msg);
+void findings_free(struct findings *fs);
+/* CHECK_CLEAN, CHECK_CORRUPT or CHECK_LEAKS for a result. */
+int check_status(const struct vd_check_result *r);
+
 #endif /* VDISK_CLI_H */

@@ -18,12 +18,6 @@
 
 #define CMD "img check"
 
-enum {
-    CHECK_CLEAN = 0,
-    CHECK_ERROR = 1,
-    CHECK_CORRUPT = 2,
-    CHECK_LEAKS = 3,
-};
 
 enum { OPT_REPAIR = 256, OPT_VERIFY };
 
@@ -43,58 +37,9 @@ static void usage(FILE *f)
 }
 
 /* Findings are kept for JSON output, where they go into an array. */
-struct findings {
-    bool print;           /* human output: print each as it comes */
-    char **msg;
-    size_t n, cap;
-    bool oom;
-};
 
-static void report(void *opaque, const char *msg)
-{
-    struct findings *fs = opaque;
-    char *copy;
 
-    if (fs->print) {
-        printf("%s\n", msg);
-        return;
-    }
-    if (fs->n == fs->cap) {
-        size_t cap = fs->cap ? fs->cap * 2 : 16;
-        char **m = realloc(fs->msg, cap * sizeof(*m));
 
-        if (!m) {
-            fs->oom = true;
-            return;
-        }
-        fs->msg = m;
-        fs->cap = cap;
-    }
-    copy = strdup(msg ? msg : "");
-    if (!copy) {
-        fs->oom = true;
-        return;
-    }
-    fs->msg[fs->n++] = copy;
-}
-
-static void findings_free(struct findings *fs)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        free(fs->msg[i]);
-    free(fs->msg);
-    fs->msg = NULL;
-    fs->n = fs->cap = 0;
-}
-
-static int status_of(const struct vd_check_result *r)
-{
-    if (r->corruptions || r->digest_mismatches)
-        return CHECK_CORRUPT;
-    if (r->leaked_bytes || r->digest_stale)
-        return CHECK_LEAKS;   /* repairable, no damage */
-    return CHECK_CLEAN;
-}
 
 static void print_summary(const struct vd_check_result *r, bool verify)
 {
@@ -116,7 +61,7 @@ static void print_summary(const struct vd_check_result *r, bool verify)
                "This means waste of disk space, but no harm to data.\n",
                cli_human_size(r->leaked_bytes, hs, sizeof(hs)),
                (unsigned long long)r->leaked_bytes);
-    if (status_of(r) == CHECK_CLEAN)
+    if (check_status(r) == CHECK_CLEAN)
         printf("No errors were found on the image.\n");
     if (r->dirty)
         printf("The image is marked dirty (it was not closed cleanly).\n");
@@ -215,7 +160,7 @@ int img_check(int argc, char **argv)
         flags |= VD_CHECK_VERIFY;
     if (repair)
         flags |= VD_CHECK_REPAIR;
-    ret = vd_layer_check(file, flags, &first, report, &fs);
+    ret = vd_layer_check(file, flags, &first, findings_report, &fs);
     if (ret < 0) {
         cli_err_lib(ret, "%s: cannot check", file);
         rc = CHECK_ERROR;
@@ -230,7 +175,7 @@ int img_check(int argc, char **argv)
         /* Findings of the second pass describe the repaired file. */
         findings_free(&fs);
         ret = vd_layer_check(file, flags & ~(unsigned)VD_CHECK_REPAIR, &res,
-                             report, &fs);
+                             findings_report, &fs);
         if (ret < 0) {
             cli_err_lib(ret, "%s: cannot check after repair", file);
             rc = CHECK_ERROR;
@@ -246,7 +191,7 @@ int img_check(int argc, char **argv)
         print_json(file, &res, &first, repaired, &fs);
     else
         print_summary(&res, verify);
-    rc = status_of(&res);
+    rc = check_status(&res);
 
 out:
     findings_free(&fs);

@@ -17,12 +17,6 @@
 
 #define CMD "check"
 
-enum {
-    CHECK_CLEAN = 0,
-    CHECK_ERROR = 1,
-    CHECK_CORRUPT = 2,
-    CHECK_LEAKS = 3,
-};
 
 enum { OPT_VERIFY = 256 };
 
@@ -47,58 +41,9 @@ static void usage(FILE *f)
 }
 
 /* Findings are kept for JSON output, where they go into an array. */
-struct findings {
-    bool print;           /* human output: print each as it comes */
-    char **msg;
-    size_t n, cap;
-    bool oom;
-};
 
-static void report(void *opaque, const char *msg)
-{
-    struct findings *fs = opaque;
-    char *copy;
 
-    if (fs->print) {
-        printf("%s\n", msg ? msg : "");
-        return;
-    }
-    if (fs->n == fs->cap) {
-        size_t cap = fs->cap ? fs->cap * 2 : 16;
-        char **m = realloc(fs->msg, cap * sizeof(*m));
 
-        if (!m) {
-            fs->oom = true;
-            return;
-        }
-        fs->msg = m;
-        fs->cap = cap;
-    }
-    copy = strdup(msg ? msg : "");
-    if (!copy) {
-        fs->oom = true;
-        return;
-    }
-    fs->msg[fs->n++] = copy;
-}
-
-static void findings_free(struct findings *fs)
-{
-    for (size_t i = 0; i < fs->n; i++)
-        free(fs->msg[i]);
-    free(fs->msg);
-    fs->msg = NULL;
-    fs->n = fs->cap = 0;
-}
-
-static int status_of(const struct vd_check_result *r)
-{
-    if (r->corruptions || r->digest_mismatches)
-        return CHECK_CORRUPT;
-    if (r->leaked_bytes || r->digest_stale)
-        return CHECK_LEAKS;
-    return CHECK_CLEAN;
-}
 
 static void print_summary(const char *what, const struct vd_check_result *r,
                           bool verify)
@@ -121,7 +66,7 @@ static void print_summary(const char *what, const struct vd_check_result *r,
                "This means waste of disk space, but no harm to data.\n",
                cli_human_size(r->leaked_bytes, hs, sizeof(hs)),
                (unsigned long long)r->leaked_bytes, what);
-    if (status_of(r) == CHECK_CLEAN)
+    if (check_status(r) == CHECK_CLEAN)
         printf("No errors were found in %s.\n", what);
     if (r->dirty)
         printf("A layer is marked dirty (it was not closed cleanly).\n");
@@ -222,7 +167,7 @@ int vol_check(int argc, char **argv)
     if (cli_store_open(0, &st) < 0)
         return CHECK_ERROR;
     fs.print = output == OUTPUT_HUMAN;
-    ret = vd_store_check(st, name, flags, &first, report, &fs);
+    ret = vd_store_check(st, name, flags, &first, findings_report, &fs);
     if (ret < 0) {
         cli_err_store(ret, name, "cannot check %s", what);
         rc = CHECK_ERROR;
@@ -238,7 +183,7 @@ int vol_check(int argc, char **argv)
         findings_free(&fs);
         memset(&res, 0, sizeof(res));
         ret = vd_store_check(st, name, flags & ~(unsigned)VD_CHECK_REPAIR, &res,
-                             report, &fs);
+                             findings_report, &fs);
         if (ret < 0) {
             cli_err_store(ret, name, "cannot check %s after the repair", what);
             rc = CHECK_ERROR;
@@ -254,7 +199,7 @@ int vol_check(int argc, char **argv)
         print_json(vd_store_path(st), name, &res, &first, repaired, &fs);
     else
         print_summary(what, &res, verify);
-    rc = status_of(&res);
+    rc = check_status(&res);
 
 out:
     findings_free(&fs);
