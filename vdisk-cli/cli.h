@@ -80,6 +80,10 @@ struct cli_cmd {
  * group is "" at the top level.  An unknown name is a usage error. */
 int cli_dispatch(const char *group, const struct cli_cmd *cmds, size_t n,
                  int argc, char **argv);
+/* A group command ("vdisk snapshot ..."): takes --store and --help, then
+ * runs the subcommand of cmds named by the next argument. */
+int cli_group(const char *group, void (*usage)(FILE *), const struct cli_cmd *cmds,
+              size_t n, int argc, char **argv);
 
 /* ---- util.c ---- */
 

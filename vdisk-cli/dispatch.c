@@ -30,3 +30,31 @@ int cli_dispatch(const char *group, const struct cli_cmd *cmds, size_t n,
     fputs("Try 'vdisk --help' for more information.\n", stderr);
     return EXIT_USAGE;
 }
+
+int cli_group(const char *group, void (*usage)(FILE *), const struct cli_cmd *cmds,
+              size_t n, int argc, char **argv)
+{
+    static const struct option opts[] = {
+        CLI_STORE_OPTION,
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+
+    optind = 0;
+    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
+        switch (c) {
+        case OPT_STORE:
+            cli_set_store(optarg);
+            break;
+        case 'h':
+            usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_usage_hint(group);
+        }
+    }
+    if (optind >= argc)
+        return cli_usage_error(group, "missing subcommand");
+    return cli_dispatch(group, cmds, n, argc - optind, argv + optind);
+}

@@ -69,70 +69,48 @@ static int vol_snap_args(int argc, char **argv, const char *cmd,
     return -1;
 }
 
-static int snap_create(int argc, char **argv)
+/* create, rollback and rm: VOL SNAP, one library call, one line said.
+ * done is printed with the volume as %1$s and the snapshot as %2$s. */
+static int vol_snap_op(int argc, char **argv, const char *cmd, void (*usage)(FILE *),
+                       int (*op)(struct vd_store *, const char *, const char *),
+                       const char *done)
 {
     struct vd_store *st;
     const char *vol, *snap;
     int ret;
 
-    ret = vol_snap_args(argc, argv, GROUP " create", create_usage);
+    ret = vol_snap_args(argc, argv, cmd, usage);
     if (ret >= 0)
         return ret;
     vol = argv[optind];
     snap = argv[optind + 1];
     if (cli_store_open(0, &st) < 0)
         return EXIT_ERR;
-    ret = vd_snapshot_create(st, vol, snap);
+    ret = op(st, vol, snap);
     if (ret < 0)
         cli_err_volume(ret, st, vol, NULL, vol);
     else
-        printf("Created snapshot '%s' of volume '%s'\n", snap, vol);
+        printf(done, vol, snap);
     vd_store_close(st);
     return ret < 0 ? EXIT_ERR : EXIT_OK;
+}
+
+static int snap_create(int argc, char **argv)
+{
+    return vol_snap_op(argc, argv, GROUP " create", create_usage, vd_snapshot_create,
+                       "Created snapshot '%2$s' of volume '%1$s'\n");
 }
 
 static int snap_rollback(int argc, char **argv)
 {
-    struct vd_store *st;
-    const char *vol, *snap;
-    int ret;
-
-    ret = vol_snap_args(argc, argv, GROUP " rollback", rollback_usage);
-    if (ret >= 0)
-        return ret;
-    vol = argv[optind];
-    snap = argv[optind + 1];
-    if (cli_store_open(0, &st) < 0)
-        return EXIT_ERR;
-    ret = vd_snapshot_rollback(st, vol, snap);
-    if (ret < 0)
-        cli_err_volume(ret, st, vol, NULL, vol);
-    else
-        printf("Rolled volume '%s' back to snapshot '%s'\n", vol, snap);
-    vd_store_close(st);
-    return ret < 0 ? EXIT_ERR : EXIT_OK;
+    return vol_snap_op(argc, argv, GROUP " rollback", rollback_usage, vd_snapshot_rollback,
+                       "Rolled volume '%1$s' back to snapshot '%2$s'\n");
 }
 
 static int snap_rm(int argc, char **argv)
 {
-    struct vd_store *st;
-    const char *vol, *snap;
-    int ret;
-
-    ret = vol_snap_args(argc, argv, GROUP " rm", rm_usage);
-    if (ret >= 0)
-        return ret;
-    vol = argv[optind];
-    snap = argv[optind + 1];
-    if (cli_store_open(0, &st) < 0)
-        return EXIT_ERR;
-    ret = vd_snapshot_remove(st, vol, snap);
-    if (ret < 0)
-        cli_err_volume(ret, st, vol, NULL, vol);
-    else
-        printf("Removed snapshot '%s' of volume '%s'\n", snap, vol);
-    vd_store_close(st);
-    return ret < 0 ? EXIT_ERR : EXIT_OK;
+    return vol_snap_op(argc, argv, GROUP " rm", rm_usage, vd_snapshot_remove,
+                       "Removed snapshot '%2$s' of volume '%1$s'\n");
 }
 
 /* ------------------------------------------------------------------ */
@@ -410,28 +388,5 @@ static void usage(FILE *f)
 
 int cmd_snapshot(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        CLI_STORE_OPTION,
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    int c;
-
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case OPT_STORE:
-            cli_set_store(optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            return cli_usage_hint(GROUP);
-        }
-    }
-    if (optind >= argc)
-        return cli_usage_error(GROUP, "missing subcommand");
-    return cli_dispatch(GROUP, subcommands, N_SUBCOMMANDS, argc - optind,
-                        argv + optind);
+    return cli_group(GROUP, usage, subcommands, N_SUBCOMMANDS, argc, argv);
 }

@@ -501,28 +501,5 @@ static void usage(FILE *f)
 
 int cmd_template(int argc, char **argv)
 {
-    static const struct option opts[] = {
-        CLI_STORE_OPTION,
-        { "help", no_argument, NULL, 'h' },
-        { NULL, 0, NULL, 0 },
-    };
-    int c;
-
-    optind = 0;
-    while ((c = getopt_long(argc, argv, "+h", opts, NULL)) != -1) {
-        switch (c) {
-        case OPT_STORE:
-            cli_set_store(optarg);
-            break;
-        case 'h':
-            usage(stdout);
-            return EXIT_OK;
-        default:
-            return cli_usage_hint(GROUP);
-        }
-    }
-    if (optind >= argc)
-        return cli_usage_error(GROUP, "missing subcommand");
-    return cli_dispatch(GROUP, subcommands, N_SUBCOMMANDS, argc - optind,
-                        argv + optind);
+    return cli_group(GROUP, usage, subcommands, N_SUBCOMMANDS, argc, argv);
 }
