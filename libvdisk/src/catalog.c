@@ -122,6 +122,20 @@ int cat_each(MDB_txn *txn, MDB_dbi db, const char *prefix, cat_each_fn fn, void 
     return 0;
 }
 
+int st_grow(void *arrayp, size_t *cap, size_t n, size_t elem)
+{
+    void **a = arrayp;
+    if (n < *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 16;
+    void *na = realloc(*a, nc * elem);
+    if (!na)
+        return vdi_err(-ENOMEM, "out of memory");
+    *a = na;
+    *cap = nc;
+    return 0;
+}
+
 const char *js(json_t *o, const char *key)
 {
     const char *s = json_string_value(json_object_get(o, key));

@@ -49,40 +49,36 @@ struct slist {
     MDB_txn *txn;
     const char *vol;
     struct vd_snapshot_info *a;
-    char (*layers)[37];
     size_t n, cap;
 };
 
 static int list_snap(void *opaque, const char *key, json_t *val)
 {
     struct slist *l = opaque;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        struct vd_snapshot_info *a = realloc(l->a, nc * sizeof(*a));
-        if (!a)
-            return vdi_err(-ENOMEM, "out of memory");
-        l->a = a;
-        char (*ly)[37] = realloc(l->layers, nc * sizeof(*ly));
-        if (!ly)
-            return vdi_err(-ENOMEM, "out of memory");
-        l->layers = ly;
-        l->cap = nc;
-    }
+    int r = st_grow(&l->a, &l->cap, l->n, sizeof(*l->a));
+    if (r < 0)
+        return r;
     struct vd_snapshot_info *s = &l->a[l->n];
     memset(s, 0, sizeof(*s));
     snprintf(s->name, sizeof(s->name), "%s", strchr(key, '/') + 1);
     s->create_time = ju(val, "ctime");
-    snprintf(l->layers[l->n], 37, "%s", js(val, "layer"));
-    vd_uuid_parse(l->layers[l->n], &s->layer);
+    vd_uuid_parse(js(val, "layer"), &s->layer);
     char path[4096];
     struct vd_layer_info li;
-    st_layer_path(l->st, l->layers[l->n], path, sizeof(path));
+    st_layer_path(l->st, js(val, "layer"), path, sizeof(path));
     if (vd_layer_info(path, &li) == 0) {
         s->size = li.size;
         s->allocated = li.allocated;
     }
     l->n++;
     return 0;
+}
+
+/* Whether snapshot i names the layer whose UUID is the string uuid. */
+static bool names_layer(const struct slist *l, size_t i, const char *uuid)
+{
+    vd_uuid u;
+    return vd_uuid_parse(uuid, &u) == 0 && memcmp(u.b, l->a[i].layer.b, 16) == 0;
 }
 
 static int cmp_snap(const void *a, const void *b)
@@ -112,17 +108,19 @@ int vd_snapshot_list(struct vd_store *st, const char *vol, struct vd_snapshot_in
     snprintf(cur, sizeof(cur), "%s", js(v, "top"));
     for (unsigned guard = 0; cur[0] && guard < 100000; guard++) {
         for (size_t i = 0; i < l.n; i++)
-            if (strcmp(l.layers[i], cur) == 0)
+            if (names_layer(&l, i, cur))
                 l.a[i].current = true;
         if ((r = lay_parent(l.txn, st, cur, cur)) < 0)
             goto out_v;
     }
     for (size_t i = 0; i < l.n; i++) {
-        if ((r = lay_parent(l.txn, st, l.layers[i], cur)) < 0)
+        char own[37];
+        vd_uuid_format(&l.a[i].layer, own);
+        if ((r = lay_parent(l.txn, st, own, cur)) < 0)
             goto out_v;
         for (unsigned guard = 0; cur[0] && guard < 100000 && !l.a[i].parent[0]; guard++) {
             for (size_t k = 0; k < l.n; k++) {
-                if (k != i && strcmp(l.layers[k], cur) == 0) {
+                if (k != i && names_layer(&l, k, cur)) {
                     snprintf(l.a[i].parent, sizeof(l.a[i].parent), "%s", l.a[k].name);
                     break;
                 }
@@ -137,7 +135,6 @@ out_v:
     json_decref(v);
 out:
     mdb_txn_abort(l.txn);
-    free(l.layers);
     if (r < 0) {
         free(l.a);
         return r;

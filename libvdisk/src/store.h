@@ -51,6 +51,10 @@ int cat_del(MDB_txn *txn, MDB_dbi db, const char *key);
 typedef int (*cat_each_fn)(void *opaque, const char *key, json_t *val);
 int cat_each(MDB_txn *txn, MDB_dbi db, const char *prefix, cat_each_fn fn, void *opaque);
 
+/* Makes room for element n of the malloc'ed array *arrayp (capacity *cap,
+ * elements of elem bytes), doubling it.  0 or -ENOMEM. */
+int st_grow(void *arrayp, size_t *cap, size_t n, size_t elem);
+
 const char *js(json_t *o, const char *key);         /* "" when missing */
 uint64_t ju(json_t *o, const char *key);            /* 0 when missing */
 

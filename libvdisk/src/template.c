@@ -209,14 +209,9 @@ struct tlist {
 static int tlist_one(void *opaque, const char *key, json_t *val)
 {
     struct tlist *l = opaque;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 8;
-        struct vd_template_info *a = realloc(l->a, nc * sizeof(*a));
-        if (!a)
-            return vdi_err(-ENOMEM, "out of memory");
-        l->a = a;
-        l->cap = nc;
-    }
+    int r = st_grow(&l->a, &l->cap, l->n, sizeof(*l->a));
+    if (r < 0)
+        return r;
     fill_tinfo(l->txn, l->st, key, val, &l->a[l->n++], NULL, NULL);
     return 0;
 }

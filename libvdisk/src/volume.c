@@ -470,15 +470,10 @@ struct vlist {
 static int list_one(void *opaque, const char *key, json_t *val)
 {
     struct vlist *l = opaque;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? l->cap * 2 : 16;
-        struct vd_volume_info *a = realloc(l->a, nc * sizeof(*a));
-        if (!a)
-            return vdi_err(-ENOMEM, "out of memory");
-        l->a = a;
-        l->cap = nc;
-    }
-    int r = fill_volume(l->txn, l->st, key, val, &l->a[l->n]);
+    int r = st_grow(&l->a, &l->cap, l->n, sizeof(*l->a));
+    if (r < 0)
+        return r;
+    r = fill_volume(l->txn, l->st, key, val, &l->a[l->n]);
     if (r < 0)
         return r;
     l->n++;
