@@ -1,6 +1,7 @@
 /*
  * internal.h - the library's private structures, shared by its files:
  *   server.c        server and connection objects, nbds_conn_io, nbds_serve
+ *   bufpool.c       payload buffers, reused
  *   outq.c          the output queue and its writer
  *   handshake.c     fixed newstyle negotiation and the options
  *   transmission.c  requests, their checks, dispatch and replies
@@ -18,19 +19,27 @@
 #define NBDS_OUTQ_HIGH      (8u << 20)    /* stop reading above this backlog */
 #define NBDS_MAX_EXTENTS    1024u         /* per block status chunk */
 #define NBDS_DEFAULT_INFLIGHT 64u
+#define NBDS_POOL_MIN       4096u         /* smallest payload buffer class */
+#define NBDS_POOL_CLASSES   14u           /* 4 KiB .. 32 MiB */
+#define NBDS_POOL_BYTES     (64u << 20)   /* most kept for reuse per server */
+#define NBDS_DIRECT_MIN     (32u << 10)   /* payload tails read in place */
 
 struct nbds_server {
     struct nbds_config cfg;
+    void *pool[NBDS_POOL_CLASSES];        /* bufpool.c free lists */
+    size_t pool_bytes;
 };
 
 /* One message (or part) waiting to be written: `hlen` bytes of inline
- * header, then optionally `dlen` bytes at `data`.  `free_me` is freed
- * when the entry has been written (or dropped). */
+ * header, then optionally `dlen` bytes at `data`.  `payload`, a buffer of
+ * `payload_len` bytes from nbds_buf_get, goes back to the pool when the
+ * entry has been written (or dropped). */
 struct nbds_oent {
     struct nbds_oent *next;
     size_t hlen, dlen, done;
     const void *data;
-    void *free_me;
+    void *payload;
+    size_t payload_len;
     uint8_t hdr[];
 };
 
@@ -102,6 +111,11 @@ struct nbds_conn {
             fputc('\n', stderr);                                       \
         }                                                              \
     } while (0)
+
+/* bufpool.c */
+void *nbds_buf_get(struct nbds_server *s, size_t len);
+void nbds_buf_put(struct nbds_server *s, void *buf, size_t len);   /* NULL: no-op */
+void nbds_pool_free(struct nbds_server *s);
 
 /* outq.c */
 struct nbds_oent *nbds_oent_new(size_t hlen);

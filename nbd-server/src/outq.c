@@ -22,16 +22,16 @@ struct nbds_oent *nbds_oent_new(size_t hlen)
     return e;
 }
 
-static void oent_free(struct nbds_oent *e)
+static void oent_free(struct nbds_conn *c, struct nbds_oent *e)
 {
-    free(e->free_me);
+    nbds_buf_put(c->srv, e->payload, e->payload_len);
     free(e);
 }
 
 void nbds_outq_push(struct nbds_conn *c, struct nbds_oent *e)
 {
     if (c->dead) {
-        oent_free(e);
+        oent_free(c, e);
         return;
     }
     e->next = NULL;
@@ -45,7 +45,7 @@ void nbds_outq_drop(struct nbds_conn *c)
     struct nbds_oent *e = c->oq_head;
     while (e) {
         struct nbds_oent *next = e->next;
-        oent_free(e);
+        oent_free(c, e);
         e = next;
     }
     c->oq_head = NULL;
@@ -103,7 +103,7 @@ int nbds_outq_flush(struct nbds_conn *c)
             c->oq_head = e->next;
             if (!c->oq_head)
                 c->oq_tail = &c->oq_head;
-            oent_free(e);
+            oent_free(c, e);
         }
     }
     return 0;

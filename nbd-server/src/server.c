@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include "internal.h"
@@ -38,6 +39,9 @@ int nbds_server_new(const struct nbds_config *cfg, struct nbds_server **out)
 
 void nbds_server_free(struct nbds_server *s)
 {
+    if (!s)
+        return;
+    nbds_pool_free(s);
     free(s);
 }
 
@@ -88,7 +92,7 @@ void nbds_conn_free(struct nbds_conn *c)
     if (c->export)
         c->cfg->backend->close(c->export);
     if (c->cur) {
-        free(c->cur->buf);
+        nbds_buf_put(c->srv, c->cur->buf, c->cur->len);
         free(c->cur);
     } else if (c->state == IN_OPT_DATA) {
         free(c->sink);
@@ -191,7 +195,10 @@ static void parse(struct nbds_conn *c)
     }
 }
 
-/* Reads what is there; returns 0, or -EAGAIN when nothing more. */
+/* Reads what is there; returns 0, or -EAGAIN when nothing more.  The
+ * rest of a large WRITE payload is read straight into its buffer (what
+ * follows it, into the input buffer in the same call) rather than copied
+ * through the input buffer. */
 static int read_some(struct nbds_conn *c)
 {
     if (c->inpos == c->inlen) {
@@ -203,7 +210,17 @@ static int read_some(struct nbds_conn *c)
     }
     if (c->inlen == NBDS_INBUF_SIZE)
         return -EAGAIN;
-    ssize_t n = read(c->in_fd, c->inbuf + c->inlen, NBDS_INBUF_SIZE - c->inlen);
+    struct iovec iov[2];
+    int niov = 0;
+    size_t direct = 0;
+    if (c->state == IN_REQ_PAYLOAD && c->sink && c->inlen == 0 &&
+        c->sink_len - c->sink_got >= NBDS_DIRECT_MIN) {
+        direct = c->sink_len - c->sink_got;
+        iov[niov++] = (struct iovec){ c->sink + c->sink_got, direct };
+    }
+    iov[niov++] = (struct iovec){ c->inbuf + c->inlen, NBDS_INBUF_SIZE - c->inlen };
+    ssize_t n = niov == 1 ? read(c->in_fd, iov[0].iov_base, iov[0].iov_len)
+                          : readv(c->in_fd, iov, niov);
     if (n < 0) {
         if (errno == EINTR)
             return 0;
@@ -219,6 +236,11 @@ static int read_some(struct nbds_conn *c)
         nbds_debug(c, "end of input%s", clean ? "" : " inside a message");
         nbds_conn_end(c, clean ? 0 : -ECONNRESET);
         return -EAGAIN;
+    }
+    if (direct) {
+        size_t k = (size_t)n < direct ? (size_t)n : direct;
+        c->sink_got += k;
+        n -= (ssize_t)k;
     }
     c->inlen += (size_t)n;
     return 0;

@@ -16,14 +16,6 @@
 
 #define READ_EXTENTS 64u   /* extents asked for to find holes in a READ */
 
-/* Payload buffers are page aligned: a backend doing O_DIRECT I/O can use
- * them as they are instead of bouncing every request through a copy. */
-static void *payload_alloc(uint32_t len)
-{
-    void *p = NULL;
-    return posix_memalign(&p, 4096, len ? len : 1) == 0 ? p : NULL;
-}
-
 uint16_t nbds_tx_flags(const struct nbds_conn *c)
 {
     const struct nbds_export_info *i = &c->info;
@@ -131,7 +123,7 @@ static void reply_read(struct nbds_conn *c, struct nbds_req *r)
     if (!c->structured) {
         struct nbds_oent *e = nbds_oent_new(NBD_SIMPLE_REPLY_SIZE);
         if (!e) {
-            free(buf);
+            nbds_buf_put(c->srv, buf, r->len);
             nbds_conn_fail(c, -ENOMEM);
             return;
         }
@@ -140,7 +132,8 @@ static void reply_read(struct nbds_conn *c, struct nbds_req *r)
         put64(e->hdr + 8, r->cookie);
         e->data = buf;
         e->dlen = r->len;
-        e->free_me = buf;
+        e->payload = buf;
+        e->payload_len = r->len;
         nbds_outq_push(c, e);
         return;
     }
@@ -178,7 +171,7 @@ static void reply_read(struct nbds_conn *c, struct nbds_req *r)
         bool last = i + 1 == nseg;
         struct nbds_oent *e = nbds_oent_new(NBD_STRUCTURED_SIZE + (segs[i].hole ? 12 : 8));
         if (!e) {
-            free(buf);
+            nbds_buf_put(c->srv, buf, r->len);
             nbds_conn_fail(c, -ENOMEM);
             return;
         }
@@ -194,8 +187,10 @@ static void reply_read(struct nbds_conn *c, struct nbds_req *r)
             e->dlen = segs[i].len;
         }
         /* Entries go out in order: the last one frees the buffer. */
-        if (last)
-            e->free_me = buf;
+        if (last) {
+            e->payload = buf;
+            e->payload_len = r->len;
+        }
         nbds_outq_push(c, e);
     }
 }
@@ -368,7 +363,7 @@ static void dispatch(struct nbds_conn *c, struct nbds_req *r)
         return;
     }
     if (r->type == NBD_CMD_READ) {
-        r->buf = payload_alloc(r->len);
+        r->buf = nbds_buf_get(c->srv, r->len);
         if (!r->buf) {
             reply_error(c, r, -ENOMEM);
             free(r);
@@ -417,7 +412,7 @@ void nbds_tx_request(struct nbds_conn *c, const uint8_t *hdr)
         /* The payload is always read, also when the request is refused,
          * so that the stream stays in step (refused: discarded). */
         if (!err) {
-            r->buf = payload_alloc(r->len);
+            r->buf = nbds_buf_get(c->srv, r->len);
             if (!r->buf)
                 err = -ENOMEM;
         }
@@ -447,7 +442,7 @@ void nbds_tx_payload_done(struct nbds_conn *c)
     c->state = IN_REQ_HDR;
     if (r->refuse) {
         reply_error(c, r, r->refuse);
-        free(r->buf);
+        nbds_buf_put(c->srv, r->buf, r->len);
         free(r);
         return;
     }
@@ -465,7 +460,7 @@ void nbds_req_done(struct nbds_req *r, int err)
         else
             reply_simple(c, r->cookie, 0);
     }
-    free(r->buf);
+    nbds_buf_put(c->srv, r->buf, r->len);
     free(r);
     c->inflight--;
     if (!c->in_io && c->cfg->notify)

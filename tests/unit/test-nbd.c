@@ -830,6 +830,65 @@ static void test_inflight_reverse(void **state)
     stop(t);
 }
 
+/* Large WRITE payloads are read straight into their buffer, together with
+ * whatever follows them, and payload buffers are reused: pipelined writes
+ * of many sizes (some in one send with the next request), each read back. */
+static void test_large_payloads(void **state)
+{
+    (void)state;
+    struct t *t = start(0, 0, true);
+    go(t, "mem", false);
+    static uint8_t msg[3 * DISK], want[DISK], got[DISK];
+    memset(want, 0, sizeof(want));
+    uint64_t cookie = 1;
+    for (unsigned round = 0; round < 12; round++) {
+        /* Two writes that overlap and a read of the whole disk:
+         * header, payload, header, payload, header. */
+        uint32_t len1 = 32768u + 4096u * (round % 5);
+        uint32_t off2 = 512u * (round * 7 % 40);
+        uint32_t len2 = DISK - off2 - 512u * (round % 3);
+        size_t n = 0, cut[2];
+        uint8_t *h;
+        for (int w = 0; w < 2; w++) {
+            uint32_t off = w ? off2 : 0, len = w ? len2 : len1;
+            cut[w] = n + 28 + 1000 + round;
+            h = msg + n;
+            p32(h, 0x25609513);
+            p16(h + 4, 0);
+            p16(h + 6, 1);
+            p64(h + 8, cookie + (uint64_t)w);
+            p64(h + 16, off);
+            p32(h + 24, len);
+            n += 28;
+            for (uint32_t i = 0; i < len; i++)
+                msg[n + i] = want[off + i] = (uint8_t)(round * 31 + w * 7 + i / 512);
+            n += len;
+        }
+        h = msg + n;
+        p32(h, 0x25609513);
+        p16(h + 4, 0);
+        p16(h + 6, 0);
+        p64(h + 8, cookie + 2);
+        p64(h + 16, 0);
+        p32(h + 24, DISK);
+        n += 28;
+        /* Sent in three pieces, each ending inside a payload, so that the
+         * server has the rest of that payload still to read. */
+        cwrite(t, msg, cut[0]);
+        cwrite(t, msg + cut[0], cut[1] - cut[0]);
+        cwrite(t, msg + cut[1], n - cut[1]);
+        simple_reply(t, cookie, 0);
+        simple_reply(t, cookie + 1, 0);
+        simple_reply(t, cookie + 2, 0);
+        cread(t, got, DISK);
+        assert_memory_equal(got, want, DISK);
+        assert_memory_equal(t->m->data, want, DISK);
+        cookie += 3;
+    }
+    disconnect(t);
+    stop(t);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -842,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_block_status),
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_inflight_reverse),
+        cmocka_unit_test(test_large_payloads),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
