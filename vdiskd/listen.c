@@ -68,6 +68,13 @@ static void listener_io(struct watch *w, uint32_t events)
         if (!ls->unix_sock) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        } else {
+            /* A unix socket's send buffer is all the data in flight to the
+             * client: the default (about 200 KiB) splits every 1 MiB read
+             * reply into several wake-ups of both sides.  The kernel caps
+             * this at net.core.wmem_max. */
+            int sz = VDISKD_UNIX_SNDBUF;
+            setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
         }
         peer_name(fd, ls->unix_sock, peer, sizeof(peer));
         client_start(ls->d, fd, peer);

@@ -22,6 +22,11 @@
 #define VDISKD_VERSION "0.1.0"
 #define VDISKD_DEFAULT_PORT "10809"
 #define VDISKD_HANDSHAKE_TIMEOUT 30     /* seconds a client may take to pick an export */
+#define VDISKD_POLL_US 50              /* default --poll-us; see loop.c */
+#define VDISKD_POLL_US_MAX 100000u
+#define VDISKD_STR_(x) #x
+#define VDISKD_STR(x) VDISKD_STR_(x)
+#define VDISKD_UNIX_SNDBUF (4 << 20)   /* bytes; see listen.c */
 
 /* ---- main.c: logging ---- */
 
@@ -45,6 +50,7 @@ struct vdiskd {
     /* configuration */
     bool read_only;
     unsigned open_flags;                /* VD_OPEN_BUFFERED or 0 */
+    unsigned poll_us;                   /* --poll-us */
 
     /* storage */
     struct vd_store *store;
@@ -56,6 +62,7 @@ struct vdiskd {
     struct nbds_server *srv;
     struct listener *listeners;
     struct client *clients;
+    struct client *dirty;       /* replies queued by completions, to send */
     unsigned nclients;
 
     int epfd;
