@@ -51,6 +51,8 @@ static void usage(FILE *f)
           "                        --listen may be repeated\n"
           "  --read-only           serve volumes read-only too\n"
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
+          "  --poll-us N           while I/O is in flight, poll this many microseconds\n"
+          "                        before sleeping (default " VDISKD_STR(VDISKD_POLL_US) "; 0: never poll)\n"
           "  --syslog              log to syslog instead of stderr\n"
           "  --stdio               serve one connection on stdin/stdout and exit\n"
           "                        (for tests, fuzzing and inetd-style use)\n"
@@ -63,7 +65,7 @@ static void usage(FILE *f)
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
-enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO };
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US };
 
 static void poll_ctx(void *opaque)
 {
@@ -80,13 +82,14 @@ int main(int argc, char **argv)
         { "cache", required_argument, NULL, OPT_CACHE },
         { "syslog", no_argument, NULL, OPT_SYSLOG },
         { "stdio", no_argument, NULL, OPT_STDIO },
+        { "poll-us", required_argument, NULL, OPT_POLL_US },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    struct vdiskd d = { .epfd = -1 };
+    struct vdiskd d = { .epfd = -1, .poll_us = VDISKD_POLL_US };
     const char *store_dir = NULL;
     const char **listens = NULL;
     size_t nlisten = 0;
@@ -121,6 +124,18 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case OPT_POLL_US: {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || v > VDISKD_POLL_US_MAX) {
+                fprintf(stderr, "vdiskd: --poll-us: expected 0 to %u, not '%s'\n",
+                        VDISKD_POLL_US_MAX, optarg);
+                return 2;
+            }
+            d.poll_us = (unsigned)v;
+            break;
+        }
         case OPT_SYSLOG:
             use_syslog = true;
             break;
