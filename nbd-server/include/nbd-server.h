@@ -9,7 +9,8 @@
  * nbds_serve() for one connection (stdin/stdout mode, tests, fuzzing).
  *
  * Conventions: functions return 0 or a negative errno; handles are opaque
- * and used by one thread; every buffer the library hands to the backend
+ * and used by one thread at a time (a server per thread; a connection can
+ * move between them, nbds_conn_move); every buffer the library hands to the backend
  * stays valid until the backend completes the request.
  */
 #ifndef NBD_SERVER_H
@@ -114,6 +115,10 @@ struct nbds_config {
      * nbds_conn_io() (a request completed and a reply waits to be sent). */
     void (*notify)(void *opaque, struct nbds_conn *c);
     bool verbose;                     /* debug lines on stderr */
+    /* Stop parsing when the handshake is over (an export is open), until
+     * nbds_conn_resume: lets the caller hand the connection to the thread
+     * that serves its export (nbds_conn_move) before any request runs. */
+    bool pause_at_transmission;
 };
 
 int nbds_server_new(const struct nbds_config *cfg, struct nbds_server **out);
@@ -152,6 +157,18 @@ const char *nbds_conn_export(const struct nbds_conn *c);
 unsigned nbds_conn_inflight(const struct nbds_conn *c);
 /* True while still in the handshake (for the caller's time limit). */
 bool nbds_conn_in_handshake(const struct nbds_conn *c);
+
+/* True while paused by pause_at_transmission (no request parsed yet). */
+bool nbds_conn_paused(const struct nbds_conn *c);
+void nbds_conn_resume(struct nbds_conn *c);
+/* The open export's handle (from the backend's open), else NULL. */
+void *nbds_conn_export_handle(const struct nbds_conn *c);
+/* Moves the connection to server s (another thread's, with the same
+ * backend and limits): from then on it uses s's buffers and s's
+ * configuration (opaque, notify).  -EBUSY unless nothing is in flight and
+ * no request payload is being read: at the pause after the handshake it
+ * always succeeds. */
+int nbds_conn_move(struct nbds_conn *c, struct nbds_server *s);
 
 /* Serves one connection on in_fd/out_fd until it ends, polling them and,
  * when extra_fd >= 0, extra_fd (calling extra(extra_opaque) when it is

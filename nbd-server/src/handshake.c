@@ -155,6 +155,7 @@ static int start_transmission(struct nbds_conn *c, const char *name, void *h,
     c->tflags = nbds_tx_flags(c);
     c->transmission = true;
     c->state = IN_REQ_HDR;
+    c->paused = c->cfg->pause_at_transmission;
     nbds_debug(c, "export \"%s\": size %llu, flags 0x%x%s", name,
                (unsigned long long)info->size, c->tflags,
                c->structured ? ", structured replies" : "");

@@ -101,6 +101,7 @@ struct nbds_conn {
     bool closing;         /* read no more; finish when replies are out */
     bool dead;            /* output is gone too; finish when nothing in flight */
     bool shut;            /* nbds_conn_shutdown */
+    bool paused;          /* pause_at_transmission, until nbds_conn_resume */
     int end_err;          /* 0: clean end (DISC, ABORT, EOF), else -errno */
 };
 

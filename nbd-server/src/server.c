@@ -123,6 +123,26 @@ bool nbds_conn_finished(const struct nbds_conn *c)
     return (c->dead || (c->closing && !c->oq_head)) && c->inflight == 0;
 }
 
+bool nbds_conn_paused(const struct nbds_conn *c) { return c->paused; }
+void *nbds_conn_export_handle(const struct nbds_conn *c) { return c->export; }
+
+void nbds_conn_resume(struct nbds_conn *c)
+{
+    c->paused = false;
+}
+
+int nbds_conn_move(struct nbds_conn *c, struct nbds_server *s)
+{
+    if (c->inflight || c->cur)
+        return -EBUSY;
+    for (struct nbds_oent *e = c->oq_head; e; e = e->next)
+        if (e->payload)
+            return -EBUSY;
+    c->srv = s;
+    c->cfg = &s->cfg;
+    return 0;
+}
+
 /* May new messages be parsed now? */
 static bool can_parse(const struct nbds_conn *c)
 {
@@ -130,6 +150,8 @@ static bool can_parse(const struct nbds_conn *c)
         return false;
     if (c->state == IN_OPT_DATA || c->state == IN_REQ_PAYLOAD)
         return true;
+    if (c->paused)
+        return false;
     return c->inflight < c->max_inflight && c->oq_bytes < NBDS_OUTQ_HIGH;
 }
 

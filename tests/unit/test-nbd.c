@@ -236,13 +236,16 @@ static uint16_t g16(const uint8_t *p) { return (uint16_t)(p[0] << 8 | p[1]); }
 static uint32_t g32(const uint8_t *p) { return (uint32_t)g16(p) << 16 | g16(p + 2); }
 static uint64_t g64(const uint8_t *p) { return (uint64_t)g32(p) << 32 | g32(p + 4); }
 
+static bool pause_next;   /* start(): pause_at_transmission */
+
 static struct t *start(unsigned max_inflight, uint32_t max_payload, bool no_zeroes)
 {
     struct t *t = calloc(1, sizeof(*t));
     t->m = calloc(1, sizeof(*t->m));
     struct nbds_config cfg = { .backend = &mem_backend, .opaque = t->m,
                                .max_inflight = max_inflight, .max_payload = max_payload,
-                               .verbose = getenv("NBDS_VERBOSE") != NULL };
+                               .verbose = getenv("NBDS_VERBOSE") != NULL,
+                               .pause_at_transmission = pause_next };
     assert_int_equal(nbds_server_new(&cfg, &t->s), 0);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, sv), 0);
@@ -889,6 +892,47 @@ static void test_large_payloads(void **state)
     stop(t);
 }
 
+/* pause_at_transmission: nothing is parsed after GO until the caller
+ * resumes; the connection can move to another server meanwhile (vdiskd
+ * hands it to the thread that serves its export). */
+static void test_pause_move(void **state)
+{
+    (void)state;
+    pause_next = true;
+    struct t *t = start(0, 0, true);
+    pause_next = false;
+    fill(t->m);
+    go(t, "mem", false);
+    assert_true(nbds_conn_paused(t->c));
+    assert_non_null(nbds_conn_export_handle(t->c));
+    t->m->defer = true;
+    req(t, 0, 0, 1, 0, 512, NULL);
+    pump(t);
+    assert_int_equal(t->m->npend, 0);
+    assert_int_equal(nbds_conn_events(t->c) & POLLIN, 0);
+
+    struct nbds_config cfg = { .backend = &mem_backend, .opaque = t->m };
+    struct nbds_server *s2;
+    assert_int_equal(nbds_server_new(&cfg, &s2), 0);
+    assert_int_equal(nbds_conn_move(t->c, s2), 0);
+    nbds_conn_resume(t->c);
+    assert_false(nbds_conn_paused(t->c));
+    pump(t);
+    assert_int_equal(t->m->npend, 1);
+    /* Not movable with a request in flight. */
+    assert_int_equal(nbds_conn_move(t->c, t->s), -EBUSY);
+    struct pending p = t->m->pend[0];
+    t->m->npend = 0;
+    complete(t->m, &p);
+    uint8_t d[512];
+    simple_reply(t, 1, 0);
+    cread(t, d, 512);
+    assert_memory_equal(d, t->m->data, 512);
+    disconnect(t);
+    stop(t);
+    nbds_server_free(s2);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -902,6 +946,7 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_inflight_reverse),
         cmocka_unit_test(test_large_payloads),
+        cmocka_unit_test(test_pause_move),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
