@@ -8,6 +8,8 @@
 #                    (scripts/run-daemon.sh; the CLI tour first: make run DEMO=1)
 #   make bench       install missing packages, build, run tests/bench/run-bench.sh
 #   make asan        the same build with ASan+UBSan, into build/asan/
+#   make tsan        vdiskd with ThreadSanitizer, into build/tsan/ (its
+#                    event loop threads share the store and the templates)
 #   make fuzzers     the libFuzzer targets (clang), into build/fuzz/
 #   make fuzz        a long fuzz run (tests/fuzz/run-fuzz.sh long)
 #   make install     PREFIX=/usr/local, DESTDIR= for staging
@@ -67,6 +69,10 @@ CFLAGS ?= -O2 -g
 ifeq ($(SAN),1)
 CFLAGS   = -O1 -g -fno-omit-frame-pointer
 SANITIZE = -fsanitize=address,undefined -fno-sanitize-recover=all
+endif
+ifeq ($(SAN),thread)
+CFLAGS   = -O1 -g -fno-omit-frame-pointer
+SANITIZE = -fsanitize=thread
 endif
 
 WARN      = -Wall -Wextra -Werror
@@ -146,7 +152,7 @@ FUZZ_SRCS = $(LIB_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 # ---------------------------------------------------------------------------
 # Targets
 
-.PHONY: all lib cli daemon tests benchmarks fuzzers asan deps test run bench fuzz \
+.PHONY: all lib cli daemon tests benchmarks fuzzers asan tsan deps test run bench fuzz \
         clean install uninstall
 
 all: lib cli daemon tests benchmarks
@@ -161,13 +167,15 @@ fuzzers: $(FUZZ_BINS)
 # The same rules again, parameterised by BUILD, with sanitizers on.
 asan:
 	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli daemon tests
+tsan:
+	$(MAKE) BUILD=$(BUILD)/tsan SAN=thread daemon
 
 deps:
 	sh scripts/install-deps.sh
 
 # These re-run make after deps so that pkg-config sees fresh installs.
 test: deps
-	$(MAKE) all asan fuzzers
+	$(MAKE) all asan tsan fuzzers
 	BUILD=$(BUILD) bash tests/run-tests.sh
 
 run: deps

@@ -23,20 +23,22 @@ static void done_cb(void *opaque, int result)
 
 static int be_list(void *server_opaque, struct nbds_conn *c, struct nbds_list *l)
 {
+    struct worker *w = server_opaque;
     (void)c;
-    return exports_list(server_opaque, l);
+    return exports_list(w->d, l);
 }
 
 static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
                    void **handle, struct nbds_export_info *info)
 {
-    struct vdiskd *d = server_opaque;
+    struct worker *w = server_opaque;
+    struct vdiskd *d = w->d;
     struct export *ex;
     int r;
 
-    if (d->stopping)
+    if (__atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE))
         return -ESHUTDOWN;
-    r = export_get(d, name, &ex);
+    r = export_get(d, w, name, &ex);
     if (r < 0) {
         vlog(LOG_DEBUG, "%s: export '%s' refused: %s", nbds_conn_peer(c), name, strerror(-r));
         return r;

@@ -125,7 +125,8 @@ static int lookup(struct vdiskd *d, const char *name, vd_uuid *layer, bool *writ
     return r;
 }
 
-int export_get(struct vdiskd *d, const char *name, struct export **out)
+static int export_get_locked(struct vdiskd *d, struct worker *w, const char *name,
+                             struct export **out)
 {
     struct export *ex;
     char u[37], path[4096];
@@ -135,6 +136,8 @@ int export_get(struct vdiskd *d, const char *name, struct export **out)
 
     for (ex = d->exports; ex; ex = ex->next) {
         if (strcmp(ex->name, name) == 0) {
+            /* refs 0: its close is posted to its worker, which will see it
+             * is in use again and keep it. */
             ex->refs++;
             *out = ex;
             return 0;
@@ -156,7 +159,7 @@ int export_get(struct vdiskd *d, const char *name, struct export **out)
         .resolve_opaque = d,
         .cache = d->cache,
     };
-    r = vd_chain_open(d->ctx, path, &oo, &ex->chain);
+    r = vd_chain_open(w->ctx, path, &oo, &ex->chain);
     if (r == -EBUSY) {
         struct vd_volume_info vi;
         if (vd_volume_info(d->store, name, &vi) == 0 && vi.writer_pid)
@@ -173,10 +176,11 @@ int export_get(struct vdiskd *d, const char *name, struct export **out)
     ex->writable = vd_chain_writable(ex->chain);
     ex->refs = 1;
     ex->d = d;
+    ex->owner = w;
     ex->next = d->exports;
     d->exports = ex;
-    vlog(LOG_DEBUG, "export %s opened: %s, %u layer(s)", name, ex->description,
-         vd_chain_depth(ex->chain));
+    vlog(LOG_DEBUG, "export %s opened on thread %u: %s, %u layer(s)", name, w->id,
+         ex->description, vd_chain_depth(ex->chain));
     *out = ex;
     return 0;
 fail:
@@ -204,19 +208,57 @@ static void export_close(struct vdiskd *d, struct export *ex)
     free(ex);
 }
 
+int export_get(struct vdiskd *d, struct worker *w, const char *name, struct export **out)
+{
+    pthread_mutex_lock(&d->lock);
+    int r = export_get_locked(d, w, name, out);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+/* The chain lives on its worker's I/O context, which only that thread may
+ * poll: a last reference dropped elsewhere (a handshake that asked for
+ * NBD_OPT_INFO on another thread) posts the close to that worker. */
 void export_put(struct vdiskd *d, struct export *ex)
 {
-    if (--ex->refs == 0)
-        export_close(d, ex);
+    pthread_mutex_lock(&d->lock);
+    if (--ex->refs == 0) {
+        struct worker *w = current_worker;
+        if (!w || w == ex->owner) {
+            export_close(d, ex);
+        } else if (!ex->close_posted) {
+            ex->close_posted = true;
+            ex->close_next = ex->owner->close_inbox;
+            ex->owner->close_inbox = ex;
+            worker_wake(ex->owner);
+        }
+    }
+    pthread_mutex_unlock(&d->lock);
+}
+
+void exports_close_posted(struct worker *w)
+{
+    struct vdiskd *d = w->d;
+    pthread_mutex_lock(&d->lock);
+    while (w->close_inbox) {
+        struct export *ex = w->close_inbox;
+        w->close_inbox = ex->close_next;
+        ex->close_posted = false;
+        if (ex->refs == 0)
+            export_close(d, ex);
+    }
+    pthread_mutex_unlock(&d->lock);
 }
 
 void exports_close_all(struct vdiskd *d)
 {
+    pthread_mutex_lock(&d->lock);
     while (d->exports)
         export_close(d, d->exports);
+    pthread_mutex_unlock(&d->lock);
 }
 
-int exports_list(struct vdiskd *d, struct nbds_list *l)
+static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
 {
     struct vd_volume_info *vols = NULL;
     struct vd_template_info *tpls = NULL;
@@ -270,4 +312,12 @@ int exports_list(struct vdiskd *d, struct nbds_list *l)
     }
     free(tpls);
     return r < 0 ? r : 0;
+}
+
+int exports_list(struct vdiskd *d, struct nbds_list *l)
+{
+    pthread_mutex_lock(&d->lock);
+    int r = exports_list_locked(d, l);
+    pthread_mutex_unlock(&d->lock);
+    return r;
 }

@@ -197,7 +197,7 @@ int listen_add(struct vdiskd *d, const char *spec)
     ls->w.cb = listener_io;
     ls->d = d;
     ls->unix_sock = is_unix;
-    if ((r = loop_add(d, &ls->w, EPOLLIN)) < 0) {
+    if ((r = loop_add(&d->workers[0], &ls->w, EPOLLIN)) < 0) {
         close(fd);
         free(ls->path);
         free(ls->spec);
@@ -215,7 +215,7 @@ void listen_close_all(struct vdiskd *d)
     while (d->listeners) {
         struct listener *ls = d->listeners;
         d->listeners = ls->next;
-        loop_del(d, &ls->w);
+        loop_del(&d->workers[0], &ls->w);
         close(ls->w.fd);
         if (ls->path)
             unlink(ls->path);

@@ -1,11 +1,21 @@
 /*
- * loop.c - the event loop: one epoll set, one thread.
+ * loop.c - the event loops: one per worker thread, one epoll set each.
  *
- * It watches the listening sockets (listen.c), every client socket, the
- * libvdisk context's eventfd (completions: vd_ctx_poll(ctx, 0)) and a
- * signalfd for SIGTERM/SIGINT.  epoll is level-triggered; a client's
+ * A worker watches its client sockets, its libvdisk context's eventfd
+ * (completions: vd_ctx_poll(ctx, 0)) and a wake-up eventfd (its inbox);
+ * worker 0, the main thread, also watches the listening sockets (listen.c)
+ * and a signalfd for SIGTERM/SIGINT.  epoll is level-triggered; a client's
  * interest set follows nbds_conn_events() and is changed with
  * EPOLL_CTL_MOD only when it differs from what is registered.
+ *
+ * Connections: worker 0 accepts and hands each new socket to the next
+ * worker, round robin, through that worker's inbox.  The handshake runs
+ * there, and nbd-server pauses the connection once an export is open
+ * (pause_at_transmission): if another worker serves that export (its chain
+ * lives on that worker's context), the connection moves there through the
+ * inbox (nbds_conn_move) before its first request; then it resumes.  So
+ * every request of an export runs on one thread and libvdisk needs no
+ * locks on the data path; different exports use different cores.
  *
  * Latency is what limits a client with a fixed queue depth, so requests
  * go to the kernel as soon as they are parsed (batching them per round
@@ -18,8 +28,6 @@
  * A connection that ended is freed only once no request of it is in
  * flight (nbds_conn_free's contract), so ended connections wait in the
  * list until their I/O completes.
- *
- * A thread per core, each with its own loop and vd_ctx, is a later step.
  */
 #include <errno.h>
 #include <poll.h>
@@ -28,6 +36,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -37,37 +46,62 @@
 
 struct client {
     struct watch w;
-    struct vdiskd *d;
-    struct nbds_conn *conn;
+    struct worker *wk;          /* the worker it is on (NULL: in an inbox) */
+    int fd;
+    char *peer;
+    struct nbds_conn *conn;     /* NULL until a worker takes it */
     uint32_t armed;             /* epoll events registered */
     bool ended;                 /* out of epoll, waiting for in-flight I/O */
-    bool dirty;                 /* on d->dirty */
+    bool dirty;                 /* on wk->dirty */
     struct client *dirty_next;
     time_t started;
-    struct client *next;
+    struct client *next;        /* wk->clients or an inbox */
 };
 
-int loop_init(struct vdiskd *d)
+static bool stopping(const struct vdiskd *d)
 {
-    d->epfd = epoll_create1(EPOLL_CLOEXEC);
-    return d->epfd < 0 ? -errno : 0;
+    return __atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE);
 }
 
-int loop_add(struct vdiskd *d, struct watch *w, uint32_t events)
+int loop_add(struct worker *w, struct watch *wt, uint32_t events)
 {
-    struct epoll_event ev = { .events = events, .data.ptr = w };
-    return epoll_ctl(d->epfd, EPOLL_CTL_ADD, w->fd, &ev) < 0 ? -errno : 0;
+    struct epoll_event ev = { .events = events, .data.ptr = wt };
+    return epoll_ctl(w->epfd, EPOLL_CTL_ADD, wt->fd, &ev) < 0 ? -errno : 0;
 }
 
-int loop_mod(struct vdiskd *d, struct watch *w, uint32_t events)
+int loop_mod(struct worker *w, struct watch *wt, uint32_t events)
 {
-    struct epoll_event ev = { .events = events, .data.ptr = w };
-    return epoll_ctl(d->epfd, EPOLL_CTL_MOD, w->fd, &ev) < 0 ? -errno : 0;
+    struct epoll_event ev = { .events = events, .data.ptr = wt };
+    return epoll_ctl(w->epfd, EPOLL_CTL_MOD, wt->fd, &ev) < 0 ? -errno : 0;
 }
 
-void loop_del(struct vdiskd *d, struct watch *w)
+void loop_del(struct worker *w, struct watch *wt)
 {
-    epoll_ctl(d->epfd, EPOLL_CTL_DEL, w->fd, NULL);
+    epoll_ctl(w->epfd, EPOLL_CTL_DEL, wt->fd, NULL);
+}
+
+void worker_wake(struct worker *w)
+{
+    uint64_t one = 1;
+    ssize_t r = write(w->wake_watch.fd, &one, sizeof(one));
+    (void)r;   /* EAGAIN: the counter is already non-zero, a wake-up is due */
+}
+
+static void wake_all(struct vdiskd *d)
+{
+    for (unsigned i = 0; i < d->nworkers; i++)
+        worker_wake(&d->workers[i]);
+}
+
+/* Hands c to worker w (any thread may call this). */
+static void post(struct worker *w, struct client *c)
+{
+    c->wk = NULL;
+    pthread_mutex_lock(&w->inbox_lock);
+    c->next = w->inbox;
+    w->inbox = c;
+    pthread_mutex_unlock(&w->inbox_lock);
+    worker_wake(w);
 }
 
 /* ---- clients ---- */
@@ -85,7 +119,7 @@ static void client_rearm(struct client *c)
     if (c->ended)
         return;
     uint32_t ev = want_events(c);
-    if (ev != c->armed && loop_mod(c->d, &c->w, ev) == 0)
+    if (ev != c->armed && loop_mod(c->wk, &c->w, ev) == 0)
         c->armed = ev;
 }
 
@@ -94,39 +128,70 @@ static void client_end(struct client *c)
     if (c->ended)
         return;
     c->ended = true;
-    loop_del(c->d, &c->w);
-    shutdown(c->w.fd, SHUT_RDWR);
+    loop_del(c->wk, &c->w);
+    shutdown(c->fd, SHUT_RDWR);
 }
 
-static void client_free(struct vdiskd *d, struct client *c)
+/* Takes c off its worker's lists and epoll set (it stays allocated). */
+static void client_unlink(struct client *c)
 {
+    struct worker *w = c->wk;
     struct client **pp;
     if (c->dirty) {
-        for (pp = &d->dirty; *pp; pp = &(*pp)->dirty_next) {
+        for (pp = &w->dirty; *pp; pp = &(*pp)->dirty_next) {
             if (*pp == c) {
                 *pp = c->dirty_next;
                 break;
             }
         }
+        c->dirty = false;
     }
-    for (pp = &d->clients; *pp; pp = &(*pp)->next) {
+    for (pp = &w->clients; *pp; pp = &(*pp)->next) {
         if (*pp == c) {
             *pp = c->next;
             break;
         }
     }
     if (!c->ended)
-        loop_del(d, &c->w);
-    vlog(LOG_DEBUG, "%s: disconnected", nbds_conn_peer(c->conn));
-    nbds_conn_free(c->conn);
-    close(c->w.fd);
-    free(c);
-    d->nclients--;
+        loop_del(w, &c->w);
+    w->nclients--;
 }
 
-static void client_io(struct watch *w, uint32_t events)
+static void client_destroy(struct vdiskd *d, struct client *c)
 {
-    struct client *c = (struct client *)w;
+    if (c->conn) {
+        vlog(LOG_DEBUG, "%s: disconnected", c->peer);
+        nbds_conn_free(c->conn);
+    }
+    close(c->fd);
+    free(c->peer);
+    free(c);
+    /* The last connection of a stopping daemon lets every loop end. */
+    if (__atomic_sub_fetch(&d->nclients, 1, __ATOMIC_ACQ_REL) == 0 && stopping(d))
+        wake_all(d);
+}
+
+static void client_io(struct watch *wt, uint32_t events);
+
+/* After the handshake: serve here if this worker serves the export,
+ * else move to the worker that does.  A connection whose export is open
+ * always moves, even one that is ending, so that its export is released
+ * (and maybe closed) on the export's own thread. */
+static bool client_place(struct client *c)
+{
+    struct export *ex = nbds_conn_export_handle(c->conn);
+    if (!ex || ex->owner == c->wk) {
+        nbds_conn_resume(c->conn);
+        return false;
+    }
+    client_unlink(c);
+    post(ex->owner, c);   /* c belongs to the other thread from here on */
+    return true;
+}
+
+static void client_io(struct watch *wt, uint32_t events)
+{
+    struct client *c = (struct client *)wt;
     unsigned re = 0;
     if (events & EPOLLIN)
         re |= POLLIN;
@@ -137,6 +202,12 @@ static void client_io(struct watch *w, uint32_t events)
     if (events & EPOLLERR)
         re |= POLLERR;
     int r = nbds_conn_io(c->conn, re);
+    if (r == 0 && nbds_conn_paused(c->conn)) {
+        if (client_place(c))
+            return;   /* moved */
+        /* Resumed here: parse what arrived behind the handshake. */
+        r = nbds_conn_io(c->conn, re & POLLIN);
+    }
     if (r < 0 || nbds_conn_finished(c->conn))
         client_end(c);
     else
@@ -145,104 +216,130 @@ static void client_io(struct watch *w, uint32_t events)
 
 void client_notify(void *opaque, struct nbds_conn *conn)
 {
-    struct vdiskd *d = opaque;
+    struct worker *w = opaque;
     struct client *c = nbds_conn_user(conn);
     /* The --stdio connection has no client of the loop: nbds_serve polls
      * for it. */
     if (!c || c->dirty)
         return;
     c->dirty = true;
-    c->dirty_next = d->dirty;
-    d->dirty = c;
+    c->dirty_next = w->dirty;
+    w->dirty = c;
 }
 
 /* Sends what completions queued (and parses input that flow control held
  * back); the socket is tried without waiting for epoll to say writable:
  * when it is not, the write fails with EAGAIN and EPOLLOUT gets armed. */
-static void clients_flush(struct vdiskd *d)
+static void clients_flush(struct worker *w)
 {
-    while (d->dirty) {
-        struct client *c = d->dirty;
-        d->dirty = c->dirty_next;
+    while (w->dirty) {
+        struct client *c = w->dirty;
+        w->dirty = c->dirty_next;
         c->dirty = false;
         if (!c->ended)
             client_io(&c->w, EPOLLOUT);
     }
 }
 
+/* A client from the inbox: a new socket (its handshake starts here) or a
+ * connection moved here after its handshake. */
+static void client_attach(struct worker *w, struct client *c)
+{
+    int r;
+    c->wk = w;
+    c->w.cb = client_io;
+    c->w.fd = c->fd;
+    if (!c->conn) {
+        r = nbds_conn_new(w->srv, c->fd, c->fd, c->peer, c, &c->conn);
+        if (r < 0) {
+            vlog(LOG_ERR, "%s: %s", c->peer, strerror(-r));
+            client_destroy(w->d, c);
+            return;
+        }
+        vlog(LOG_DEBUG, "%s: connected (thread %u)", c->peer, w->id);
+    } else {
+        r = nbds_conn_move(c->conn, w->srv);
+        if (r < 0) {
+            /* Cannot happen at the pause after the handshake. */
+            vlog(LOG_ERR, "%s: moving the connection: %s", c->peer, strerror(-r));
+            abort();
+        }
+        nbds_conn_resume(c->conn);
+        vlog(LOG_DEBUG, "%s: moved to thread %u for export %s", c->peer, w->id,
+             nbds_conn_export(c->conn));
+    }
+    c->armed = want_events(c);
+    if ((r = loop_add(w, &c->w, c->armed)) < 0) {
+        vlog(LOG_ERR, "%s: epoll: %s", c->peer, strerror(-r));
+        client_destroy(w->d, c);
+        return;
+    }
+    c->next = w->clients;
+    w->clients = c;
+    w->nclients++;
+    if (w->stopped)
+        nbds_conn_shutdown(c->conn);
+    /* Input may have arrived before the socket was watched here. */
+    client_io(&c->w, EPOLLIN | EPOLLOUT);
+}
+
 int client_start(struct vdiskd *d, int fd, const char *peer)
 {
     struct client *c = calloc(1, sizeof(*c));
-    int r;
-    if (!c) {
+    if (!c || !(c->peer = strdup(peer))) {
+        free(c);
         close(fd);
         return -ENOMEM;
     }
-    c->w.fd = fd;
-    c->w.cb = client_io;
-    c->d = d;
+    c->fd = fd;
     c->started = time(NULL);
-    r = nbds_conn_new(d->srv, fd, fd, peer, c, &c->conn);
-    if (r < 0) {
-        vlog(LOG_ERR, "%s: %s", peer, strerror(-r));
-        close(fd);
-        free(c);
-        return r;
-    }
-    c->armed = want_events(c);
-    if ((r = loop_add(d, &c->w, c->armed)) < 0) {
-        nbds_conn_free(c->conn);
-        close(fd);
-        free(c);
-        return r;
-    }
-    c->next = d->clients;
-    d->clients = c;
-    d->nclients++;
-    vlog(LOG_DEBUG, "%s: connected", peer);
+    __atomic_add_fetch(&d->nclients, 1, __ATOMIC_ACQ_REL);
+    post(&d->workers[d->next_worker++ % d->nworkers], c);
     return 0;
 }
 
 /* Frees what can be freed: ended connections with nothing in flight,
  * clients stuck in the handshake for too long, and when stopping, idle
  * connections with no reply left to send. */
-static void clients_reap(struct vdiskd *d)
+static void clients_reap(struct worker *w)
 {
     time_t now = time(NULL);
     struct client *c, *next;
-    for (c = d->clients; c; c = next) {
+    for (c = w->clients; c; c = next) {
         next = c->next;
         if (!c->ended && nbds_conn_in_handshake(c->conn) &&
             now - c->started > VDISKD_HANDSHAKE_TIMEOUT) {
-            vlog(LOG_INFO, "%s: handshake timed out", nbds_conn_peer(c->conn));
+            vlog(LOG_INFO, "%s: handshake timed out", c->peer);
             client_end(c);
         }
-        if (d->stopping && !c->ended && nbds_conn_inflight(c->conn) == 0 &&
+        if (w->stopped && !c->ended && nbds_conn_inflight(c->conn) == 0 &&
             !(nbds_conn_events(c->conn) & POLLOUT))
             client_end(c);
-        if (c->ended && nbds_conn_inflight(c->conn) == 0)
-            client_free(d, c);
+        if (c->ended && nbds_conn_inflight(c->conn) == 0) {
+            client_unlink(c);
+            client_destroy(w->d, c);
+        }
     }
 }
 
-/* ---- the vd_ctx and signals ---- */
+/* ---- the contexts, the inboxes and signals ---- */
 
-static void ctx_io(struct watch *w, uint32_t events)
+static void ctx_io(struct watch *wt, uint32_t events)
 {
-    struct vdiskd *d = (struct vdiskd *)((char *)w - offsetof(struct vdiskd, ctx_watch));
+    struct worker *w = (struct worker *)((char *)wt - offsetof(struct worker, ctx_watch));
     (void)events;
-    int r = vd_ctx_poll(d->ctx, 0);
+    int r = vd_ctx_poll(w->ctx, 0);
     if (r < 0)
         vlog(LOG_ERR, "I/O context: %s", strerror(-r));
 }
 
-static void stop(struct vdiskd *d)
+/* Stops reading requests on every connection of this worker. */
+static void worker_stop(struct worker *w)
 {
-    if (d->stopping)
+    if (w->stopped)
         return;
-    d->stopping = true;
-    listen_close_all(d);
-    for (struct client *c = d->clients; c; c = c->next) {
+    w->stopped = true;
+    for (struct client *c = w->clients; c; c = c->next) {
         if (!c->ended) {
             nbds_conn_shutdown(c->conn);
             client_rearm(c);
@@ -250,15 +347,39 @@ static void stop(struct vdiskd *d)
     }
 }
 
-static void sig_io(struct watch *w, uint32_t events)
+static void wake_io(struct watch *wt, uint32_t events)
 {
-    struct vdiskd *d = (struct vdiskd *)((char *)w - offsetof(struct vdiskd, sig_watch));
+    struct worker *w = (struct worker *)((char *)wt - offsetof(struct worker, wake_watch));
+    uint64_t n;
+    (void)events;
+    ssize_t r = read(wt->fd, &n, sizeof(n));
+    (void)r;
+    if (stopping(w->d))
+        worker_stop(w);
+    pthread_mutex_lock(&w->inbox_lock);
+    struct client *c = w->inbox;
+    w->inbox = NULL;
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (c) {
+        struct client *next = c->next;
+        client_attach(w, c);
+        c = next;
+    }
+    exports_close_posted(w);
+}
+
+static void sig_io(struct watch *wt, uint32_t events)
+{
+    struct vdiskd *d = (struct vdiskd *)((char *)wt - offsetof(struct vdiskd, sig_watch));
     struct signalfd_siginfo si;
     (void)events;
-    while (read(w->fd, &si, sizeof(si)) == sizeof(si)) {
+    while (read(wt->fd, &si, sizeof(si)) == sizeof(si)) {
+        if (stopping(d))
+            continue;
         vlog(LOG_INFO, "%s: stopping (%u connection(s))", strsignal((int)si.ssi_signo),
-             d->nclients);
-        stop(d);
+             __atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
+        __atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
+        wake_all(d);
     }
 }
 
@@ -270,59 +391,166 @@ static uint64_t now_ns(void)
 }
 
 /* Waits for events.  While requests are in flight on the disk, first polls
- * (epoll_wait without sleeping) for up to d->poll_us: a completion or the
+ * (epoll_wait without sleeping) for up to poll_us: a completion or the
  * client's next request usually arrives within microseconds, and catching
  * it awake saves the wake-up of a sleeping thread, which costs tens of
- * microseconds per hop on a virtual machine.  An idle daemon never spins. */
-static int loop_wait(struct vdiskd *d, struct epoll_event *ev, int max)
+ * microseconds per hop on a virtual machine.  An idle worker never spins. */
+static int loop_wait(struct worker *w, struct epoll_event *ev, int max)
 {
-    if (d->poll_us && vd_ctx_inflight(d->ctx) > 0) {
-        uint64_t end = now_ns() + (uint64_t)d->poll_us * 1000u;
+    unsigned poll_us = w->d->poll_us;
+    if (poll_us && vd_ctx_inflight(w->ctx) > 0) {
+        uint64_t end = now_ns() + (uint64_t)poll_us * 1000u;
         do {
-            int n = epoll_wait(d->epfd, ev, max, 0);
+            int n = epoll_wait(w->epfd, ev, max, 0);
             if (n != 0)
                 return n;
         } while (now_ns() < end);
     }
-    return epoll_wait(d->epfd, ev, max, 1000);
+    return epoll_wait(w->epfd, ev, max, 1000);
+}
+
+__thread struct worker *current_worker;
+
+static int worker_run(struct worker *w)
+{
+    struct vdiskd *d = w->d;
+    current_worker = w;
+    for (;;) {
+        if (stopping(d) && __atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE) == 0)
+            break;
+        struct epoll_event ev[64];
+        int n = loop_wait(w, ev, 64);
+        if (n < 0 && errno != EINTR)
+            return -errno;
+        for (int i = 0; i < n; i++) {
+            struct watch *wt = ev[i].data.ptr;
+            wt->cb(wt, ev[i].events);
+        }
+        clients_flush(w);
+        clients_reap(w);
+        /* Not in sig_io: this round's events may still name a listener. */
+        if (w->id == 0 && stopping(d) && d->listeners)
+            listen_close_all(d);
+    }
+    exports_close_posted(w);
+    /* Drain any I/O still in the context (none expected: every connection
+     * was freed only with nothing in flight). */
+    while (vd_ctx_inflight(w->ctx) > 0)
+        vd_ctx_poll(w->ctx, -1);
+    return 0;
+}
+
+static void *worker_thread(void *arg)
+{
+    struct worker *w = arg;
+    int r = worker_run(w);
+    if (r < 0)
+        vlog(LOG_ERR, "event loop %u: %s", w->id, strerror(-r));
+    return NULL;
+}
+
+int worker_init(struct vdiskd *d, struct worker *w, unsigned id, bool stdio)
+{
+    int r;
+    w->d = d;
+    w->id = id;
+    w->epfd = -1;
+    w->wake_watch.fd = -1;
+    pthread_mutex_init(&w->inbox_lock, NULL);
+    if ((r = vd_ctx_new(0, &w->ctx)) < 0)
+        return r;
+    struct nbds_config cfg = {
+        .backend = &vdiskd_backend,
+        .opaque = w,
+        .notify = client_notify,
+        .verbose = vdiskd_verbose > 1,
+        /* The stdio connection is served by nbds_serve: nothing to move. */
+        .pause_at_transmission = !stdio,
+    };
+    if ((r = nbds_server_new(&cfg, &w->srv)) < 0)
+        return r;
+    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (w->epfd < 0)
+        return -errno;
+    w->wake_watch.fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    w->wake_watch.cb = wake_io;
+    if (w->wake_watch.fd < 0)
+        return -errno;
+    if ((r = loop_add(w, &w->wake_watch, EPOLLIN)) < 0)
+        return r;
+    w->ctx_watch.fd = vd_ctx_fd(w->ctx);
+    w->ctx_watch.cb = ctx_io;
+    return loop_add(w, &w->ctx_watch, EPOLLIN);
+}
+
+void worker_fini(struct worker *w)
+{
+    /* Sockets still in the inbox (startup failed after accepting). */
+    while (w->inbox) {
+        struct client *c = w->inbox;
+        w->inbox = c->next;
+        if (c->conn)
+            nbds_conn_free(c->conn);
+        close(c->fd);
+        free(c->peer);
+        free(c);
+    }
+    exports_close_posted(w);
+    if (w->ctx)
+        vd_ctx_free(w->ctx);
+    if (w->srv)
+        nbds_server_free(w->srv);
+    if (w->wake_watch.fd >= 0)
+        close(w->wake_watch.fd);
+    if (w->epfd >= 0)
+        close(w->epfd);
+    pthread_mutex_destroy(&w->inbox_lock);
 }
 
 int loop_run(struct vdiskd *d)
 {
+    struct worker *w0 = &d->workers[0];
     sigset_t set;
     int r;
 
+    /* Signals go to worker 0's signalfd: block them in every thread (the
+     * workers inherit this mask). */
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
-    sigprocmask(SIG_BLOCK, &set, NULL);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
     d->sig_watch.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     d->sig_watch.cb = sig_io;
-    if (d->sig_watch.fd < 0 || (r = loop_add(d, &d->sig_watch, EPOLLIN)) < 0)
+    if (d->sig_watch.fd < 0)
         return -errno;
-    d->ctx_watch.fd = vd_ctx_fd(d->ctx);
-    d->ctx_watch.cb = ctx_io;
-    if ((r = loop_add(d, &d->ctx_watch, EPOLLIN)) < 0)
-        return r;
-
-    while (!d->stopping || d->clients) {
-        struct epoll_event ev[64];
-        int n = loop_wait(d, ev, 64);
-        if (n < 0 && errno != EINTR)
-            return -errno;
-        for (int i = 0; i < n; i++) {
-            struct watch *w = ev[i].data.ptr;
-            w->cb(w, ev[i].events);
+    if ((r = loop_add(w0, &d->sig_watch, EPOLLIN)) < 0)
+        goto out;
+    for (unsigned i = 1; i < d->nworkers; i++) {
+        r = -pthread_create(&d->workers[i].thread, NULL, worker_thread, &d->workers[i]);
+        if (r < 0) {
+            vlog(LOG_ERR, "starting thread %u: %s", i, strerror(-r));
+            __atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
+            wake_all(d);
+            break;
         }
-        clients_flush(d);
-        clients_reap(d);
+        d->workers[i].started = true;
     }
-    /* Drain any I/O still in the context (none expected: every connection
-     * was freed only with nothing in flight). */
-    while (vd_ctx_inflight(d->ctx) > 0)
-        vd_ctx_poll(d->ctx, -1);
-    loop_del(d, &d->ctx_watch);
-    loop_del(d, &d->sig_watch);
+    if (r == 0)
+        r = worker_run(w0);
+    if (r < 0) {
+        /* Worker 0 failed: the others stop when their connections end. */
+        __atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
+        listen_close_all(d);
+        wake_all(d);
+    }
+    for (unsigned i = 1; i < d->nworkers; i++) {
+        if (d->workers[i].started) {
+            pthread_join(d->workers[i].thread, NULL);
+            d->workers[i].started = false;
+        }
+    }
+    loop_del(w0, &d->sig_watch);
+out:
     close(d->sig_watch.fd);
-    return 0;
+    return r;
 }

@@ -53,6 +53,8 @@ static void usage(FILE *f)
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
           "  --poll-us N           while I/O is in flight, poll this many microseconds\n"
           "                        before sleeping (default " VDISKD_STR(VDISKD_POLL_US) "; 0: never poll)\n"
+          "  --threads N           event loop threads (default: one per CPU, at most "
+          VDISKD_STR(VDISKD_MAX_THREADS) ")\n"
           "  --syslog              log to syslog instead of stderr\n"
           "  --stdio               serve one connection on stdin/stdout and exit\n"
           "                        (for tests, fuzzing and inetd-style use)\n"
@@ -65,12 +67,12 @@ static void usage(FILE *f)
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
-enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US };
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS };
 
 static void poll_ctx(void *opaque)
 {
-    struct vdiskd *d = opaque;
-    vd_ctx_poll(d->ctx, 0);
+    struct worker *w = opaque;
+    vd_ctx_poll(w->ctx, 0);
 }
 
 int main(int argc, char **argv)
@@ -83,13 +85,14 @@ int main(int argc, char **argv)
         { "syslog", no_argument, NULL, OPT_SYSLOG },
         { "stdio", no_argument, NULL, OPT_STDIO },
         { "poll-us", required_argument, NULL, OPT_POLL_US },
+        { "threads", required_argument, NULL, OPT_THREADS },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    struct vdiskd d = { .epfd = -1, .poll_us = VDISKD_POLL_US };
+    struct vdiskd d = { .poll_us = VDISKD_POLL_US };
     const char *store_dir = NULL;
     const char **listens = NULL;
     size_t nlisten = 0;
@@ -134,6 +137,19 @@ int main(int argc, char **argv)
                 return 2;
             }
             d.poll_us = (unsigned)v;
+            break;
+        }
+        case OPT_THREADS: {
+            char *end;
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (errno || end == optarg || *end || optarg[0] == '-' || v < 1 ||
+                v > VDISKD_MAX_THREADS) {
+                fprintf(stderr, "vdiskd: --threads: expected 1 to %u, not '%s'\n",
+                        (unsigned)VDISKD_MAX_THREADS, optarg);
+                return 2;
+            }
+            d.nworkers = (unsigned)v;
             break;
         }
         case OPT_SYSLOG:
@@ -185,37 +201,40 @@ int main(int argc, char **argv)
         openlog("vdiskd", LOG_PID, LOG_DAEMON);
     signal(SIGPIPE, SIG_IGN);
 
+    pthread_mutex_init(&d.lock, NULL);
     if ((r = vd_store_open(store_dir, VD_STORE_CREATE, &d.store)) < 0) {
         vlog(LOG_ERR, "store %s: %s", store_dir, *vd_errmsg() ? vd_errmsg() : strerror(-r));
         goto out;
     }
-    if ((r = vd_ctx_new(0, &d.ctx)) < 0 || (r = vd_layer_cache_new(&d.cache)) < 0) {
-        vlog(LOG_ERR, "I/O context: %s", *vd_errmsg() ? vd_errmsg() : strerror(-r));
-        goto out;
-    }
-    struct nbds_config cfg = {
-        .backend = &vdiskd_backend,
-        .opaque = &d,
-        .notify = client_notify,
-        .verbose = vdiskd_verbose > 1,
-    };
-    if ((r = nbds_server_new(&cfg, &d.srv)) < 0) {
-        vlog(LOG_ERR, "NBD server: %s", strerror(-r));
+    if ((r = vd_layer_cache_new(&d.cache)) < 0) {
+        vlog(LOG_ERR, "layer cache: %s", *vd_errmsg() ? vd_errmsg() : strerror(-r));
         goto out;
     }
     if (stdio) {
+        d.nworkers = 1;
+    } else if (!d.nworkers) {
+        long n = sysconf(_SC_NPROCESSORS_ONLN);
+        d.nworkers = n < 1 ? 1 : n > VDISKD_MAX_THREADS ? VDISKD_MAX_THREADS : (unsigned)n;
+    }
+    d.workers = calloc(d.nworkers, sizeof(*d.workers));
+    if (!d.workers)
+        goto out;
+    for (unsigned i = 0; i < d.nworkers; i++) {
+        if ((r = worker_init(&d, &d.workers[i], i, stdio)) < 0) {
+            vlog(LOG_ERR, "event loop %u: %s", i, *vd_errmsg() ? vd_errmsg() : strerror(-r));
+            goto out;
+        }
+    }
+    if (stdio) {
         /* One client on stdin/stdout: no sockets, no epoll loop. */
-        r = nbds_serve(d.srv, 0, 1, vd_ctx_fd(d.ctx), poll_ctx, &d);
+        struct worker *w = &d.workers[0];
+        r = nbds_serve(w->srv, 0, 1, vd_ctx_fd(w->ctx), poll_ctx, w);
         if (r < 0)
             vlog(LOG_ERR, "stdio connection: %s", strerror(-r));
         /* Requests may still be completing: let them finish. */
-        while (vd_ctx_inflight(d.ctx))
-            vd_ctx_poll(d.ctx, -1);
+        while (vd_ctx_inflight(w->ctx))
+            vd_ctx_poll(w->ctx, -1);
         ret = r < 0 ? 1 : 0;
-        goto out;
-    }
-    if ((r = loop_init(&d)) < 0) {
-        vlog(LOG_ERR, "epoll: %s", strerror(-r));
         goto out;
     }
     if (nlisten == 0) {
@@ -226,8 +245,8 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nlisten; i++)
         if (listen_add(&d, listens[i]) < 0)
             goto out;
-    vlog(LOG_INFO, "serving store %s%s, cache=%s", vd_store_path(d.store),
-         d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none");
+    vlog(LOG_INFO, "serving store %s%s, cache=%s, %u thread(s)", vd_store_path(d.store),
+         d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none", d.nworkers);
 
     if ((r = loop_run(&d)) < 0) {
         vlog(LOG_ERR, "event loop: %s", strerror(-r));
@@ -235,20 +254,20 @@ int main(int argc, char **argv)
     }
     ret = 0;
 out:
-    listen_close_all(&d);
-    /* Connections are all gone after loop_run; on an error path free
-     * whatever is left: exports hold chains, chains hold the cache. */
+    if (d.workers)
+        listen_close_all(&d);
+    /* Connections are all gone after loop_run and its threads are joined;
+     * on an error path free whatever is left: exports hold chains (on the
+     * workers' contexts), chains hold the cache. */
     exports_close_all(&d);
+    for (unsigned i = 0; d.workers && i < d.nworkers; i++)
+        worker_fini(&d.workers[i]);
+    free(d.workers);
     if (d.cache && vd_layer_cache_free(d.cache) < 0)
         vlog(LOG_ERR, "layer cache: %s", vd_errmsg());
-    if (d.ctx)
-        vd_ctx_free(d.ctx);
-    if (d.srv)
-        nbds_server_free(d.srv);
     if (d.store)
         vd_store_close(d.store);
-    if (d.epfd >= 0)
-        close(d.epfd);
+    pthread_mutex_destroy(&d.lock);
     free(listens);
     if (ret == 0)
         vlog(LOG_INFO, "stopped");

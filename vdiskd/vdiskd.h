@@ -1,16 +1,20 @@
 /*
  * vdiskd.h - what the daemon's files share.
  *
- * One thread runs everything: an epoll loop (loop.c) over the listening
- * sockets (listen.c), the client connections (nbd-server's nbds_conn) and
- * the libvdisk I/O context's eventfd.  Exports (exports.c) map an export
- * name to one open vd_chain, shared by every connection to that name; the
- * nbd-server backend (backend.c) turns NBD requests into vd_aio_* calls
- * whose completions run inside vd_ctx_poll() on the same thread.
+ * One event loop per core (loop.c, struct worker): each thread has an
+ * epoll set over its client connections (nbd-server's nbds_conn) and the
+ * eventfd of its own libvdisk I/O context; worker 0 also watches the
+ * listening sockets (listen.c) and signals.  Exports (exports.c) map an
+ * export name to one open vd_chain, shared by every connection to that
+ * name and served by one worker: a connection whose handshake ran on
+ * another worker moves to the export's worker before its first request.
+ * The nbd-server backend (backend.c) turns NBD requests into vd_aio_*
+ * calls whose completions run inside vd_ctx_poll() on the same thread.
  */
 #ifndef VDISKD_H
 #define VDISKD_H
 
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <syslog.h>
@@ -24,6 +28,7 @@
 #define VDISKD_HANDSHAKE_TIMEOUT 30     /* seconds a client may take to pick an export */
 #define VDISKD_POLL_US 50              /* default --poll-us; see loop.c */
 #define VDISKD_POLL_US_MAX 100000u
+#define VDISKD_MAX_THREADS 64
 #define VDISKD_STR_(x) #x
 #define VDISKD_STR(x) VDISKD_STR_(x)
 #define VDISKD_UNIX_SNDBUF (4 << 20)   /* bytes; see listen.c */
@@ -46,38 +51,66 @@ struct client;
 struct listener;
 struct export;
 
+/* An event-loop thread: its own epoll set, libvdisk context (every export
+ * it serves is a chain opened on that context) and nbd-server server
+ * (payload buffers).  Worker 0 is the main thread and also watches the
+ * listening sockets and the signals. */
+struct worker {
+    struct vdiskd *d;
+    unsigned id;
+    pthread_t thread;
+    bool started;
+    int epfd;
+    struct vd_ctx *ctx;
+    struct nbds_server *srv;
+    struct watch ctx_watch;
+    struct watch wake_watch;            /* eventfd: inbox, stop */
+    struct client *clients;
+    struct client *dirty;               /* replies queued by completions, to send */
+    unsigned nclients;
+    bool stopped;                       /* has shut its clients down */
+    pthread_mutex_t inbox_lock;
+    struct client *inbox;               /* handed over by other threads */
+    struct export *close_inbox;         /* exports to close here (exports.c) */
+};
+
+/* The worker of the calling thread (NULL outside the loops: --stdio). */
+extern __thread struct worker *current_worker;
+
 struct vdiskd {
     /* configuration */
     bool read_only;
     unsigned open_flags;                /* VD_OPEN_BUFFERED or 0 */
     unsigned poll_us;                   /* --poll-us */
+    unsigned nworkers;                  /* --threads */
 
-    /* storage */
+    /* storage: the store, the layer cache and the export table are used
+     * from every worker, under lock */
+    pthread_mutex_t lock;
     struct vd_store *store;
-    struct vd_ctx *ctx;
     struct vd_layer_cache *cache;
     struct export *exports;
 
-    /* network */
-    struct nbds_server *srv;
-    struct listener *listeners;
-    struct client *clients;
-    struct client *dirty;       /* replies queued by completions, to send */
-    unsigned nclients;
-
-    int epfd;
-    struct watch ctx_watch;
-    struct watch sig_watch;
-    bool stopping;
+    struct worker *workers;
+    unsigned next_worker;               /* round robin for new connections */
+    struct listener *listeners;         /* on worker 0 */
+    struct watch sig_watch;             /* on worker 0 */
+    bool stopping;                      /* atomic */
+    unsigned nclients;                  /* atomic: connections alive, all workers */
 };
 
-int loop_init(struct vdiskd *d);
-int loop_add(struct vdiskd *d, struct watch *w, uint32_t events);
-int loop_mod(struct vdiskd *d, struct watch *w, uint32_t events);
-void loop_del(struct vdiskd *d, struct watch *w);
-/* Runs until a signal asked to stop and every connection has ended. */
+int worker_init(struct vdiskd *d, struct worker *w, unsigned id, bool stdio);
+/* Wakes worker w's loop (any thread). */
+void worker_wake(struct worker *w);
+void worker_fini(struct worker *w);
+int loop_add(struct worker *w, struct watch *wt, uint32_t events);
+int loop_mod(struct worker *w, struct watch *wt, uint32_t events);
+void loop_del(struct worker *w, struct watch *wt);
+/* Starts workers 1.. as threads, runs worker 0 on the calling thread until
+ * a signal asked to stop and every connection has ended, joins the others. */
 int loop_run(struct vdiskd *d);
-/* Starts serving a connected socket (takes ownership of fd). */
+/* Starts serving a connected socket (takes ownership of fd) on the next
+ * worker, round robin. */
 int client_start(struct vdiskd *d, int fd, const char *peer);
 /* nbds_config.notify: a completion queued a reply. */
 void client_notify(void *opaque, struct nbds_conn *c);
@@ -93,20 +126,30 @@ void listen_close_all(struct vdiskd *d);
 
 struct export {
     char *name;
-    struct vd_chain *chain;
+    struct vd_chain *chain;             /* opened on owner->ctx */
+    struct worker *owner;               /* the thread that serves it */
     unsigned refs;                      /* connections using it */
     bool writable;
     char description[256];
     struct vdiskd *d;
     struct export *next;
+    bool close_posted;                  /* on owner->close_inbox */
+    struct export *close_next;
 };
 
-/* Finds or opens export `name` and takes a reference.  -ENOENT unknown,
- * -EBUSY locked by another writer, other negative errnos from libvdisk. */
-int export_get(struct vdiskd *d, const char *name, struct export **out);
-/* Drops a reference; the last one closes the chain (flush, clean). */
+/* Finds or opens export `name` and takes a reference; a new export is
+ * served by worker w (its chain opened on w->ctx).  -ENOENT unknown,
+ * -EBUSY locked by another writer, other negative errnos from libvdisk.
+ * Takes d->lock. */
+int export_get(struct vdiskd *d, struct worker *w, const char *name, struct export **out);
+/* Drops a reference; the last one closes the chain (flush, clean), on the
+ * export's own worker: from another thread the close is posted to it.
+ * Takes d->lock. */
 void export_put(struct vdiskd *d, struct export *ex);
-/* Adds every volume, snapshot and template version to an NBD_OPT_LIST. */
+/* Closes the exports posted to worker w (its loop calls this). */
+void exports_close_posted(struct worker *w);
+/* Adds every volume, snapshot and template version to an NBD_OPT_LIST.
+ * Takes d->lock. */
 int exports_list(struct vdiskd *d, struct nbds_list *l);
 /* Closes every export still open (shutdown). */
 void exports_close_all(struct vdiskd *d);

@@ -4,9 +4,10 @@
 # refuses an unknown export, and stops cleanly on SIGTERM.
 #
 # The other test-nbd-*.sh scripts source it with NBD_LIB=1 set.  It gives:
-#   start_daemon [ARGS...]  a real vdiskd (the ASan build when it exists) on
-#                           $SOCK, store $STORE, log $TESTDIR/vdiskd.log
-#   stop_daemon             SIGTERM, then checks exit 0 and a clean ASan log
+#   start_daemon [ARGS...]  a real vdiskd ($DAEMON if set, else the ASan
+#                           build when it exists) on $SOCK, store $STORE,
+#                           log $TESTDIR/vdiskd.log
+#   stop_daemon             SIGTERM, then checks exit 0 and clean sanitizer logs
 #   uri VOL                 nbd+unix:///VOL?socket=$SOCK
 #   vdisk ARGS...           the CLI on $STORE
 #   fail MSG / skip MSG / need TOOL...
@@ -41,7 +42,9 @@ need() {
 : "${BUILD:=$(pwd)/build}"
 : "${VDISK:=$BUILD/bin/vdisk}"
 [ -x "$VDISK" ] || skip "no vdisk binary at $VDISK (run make)"
-if [ -x "$BUILD/asan/bin/vdiskd" ]; then
+if [ -n "${DAEMON:-}" ]; then
+    [ -x "$DAEMON" ] || skip "no vdiskd binary at $DAEMON"
+elif [ -x "$BUILD/asan/bin/vdiskd" ]; then
     DAEMON=$BUILD/asan/bin/vdiskd
 elif [ -x "$BUILD/bin/vdiskd" ]; then
     DAEMON=$BUILD/bin/vdiskd
@@ -67,8 +70,9 @@ trap cleanup EXIT
 
 # start_daemon [ARGS...]: starts vdiskd and waits until it accepts.
 start_daemon() {
-    rm -f "$TESTDIR"/asan.*
+    rm -f "$TESTDIR"/asan.* "$TESTDIR"/tsan.*
     ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}:log_path=$TESTDIR/asan" \
+    TSAN_OPTIONS="${TSAN_OPTIONS:-halt_on_error=0}:log_path=$TESTDIR/tsan" \
         "$DAEMON" --store "$STORE" --listen "unix:$SOCK" --foreground -v "$@" \
         >>"$TESTDIR/vdiskd.log" 2>&1 &
     DPID=$!
@@ -81,7 +85,8 @@ start_daemon() {
     done
 }
 
-# stop_daemon: SIGTERM; vdiskd must exit 0 and ASan must have said nothing.
+# stop_daemon: SIGTERM; vdiskd must exit 0 and the sanitizers must have said
+# nothing.
 stop_daemon() {
     kill -TERM "$DPID" || fail "vdiskd (pid $DPID) is not running"
     wait "$DPID"
@@ -89,10 +94,10 @@ stop_daemon() {
     pid=$DPID
     DPID=
     [ $rc = 0 ] || { DPID=$pid; fail "vdiskd exited with status $rc after SIGTERM"; }
-    for f in "$TESTDIR"/asan.*; do
+    for f in "$TESTDIR"/asan.* "$TESTDIR"/tsan.*; do
         [ -s "$f" ] || continue
         cat "$f"
-        fail "ASan/UBSan reported errors in vdiskd (above)"
+        fail "a sanitizer (ASan/UBSan/TSan) reported errors in vdiskd (above)"
     done
     [ ! -e "$SOCK" ] || fail "vdiskd left its socket $SOCK behind"
 }
