@@ -21,8 +21,11 @@
 # DONTNEED through dd iflag=nocache) so all servers start cold.
 #
 # BENCH_NBD_SIZE (default 2G; K/M/G suffixes) is the template size,
-# BENCH_NBD_TIME (default 10) the seconds per run, BENCH_NBD_RAMP (default 1)
-# the warm-up seconds fio leaves out.  A peer that is not installed is
+# BENCH_NBD_TIME (default 6) the seconds per run, BENCH_NBD_RAMP (default 1)
+# the warm-up seconds fio leaves out, BENCH_NBD_REPEAT (default 3) how many
+# times each row runs: the servers take turns within each repetition, and
+# the table shows the median of each, since a virtual machine's disk and
+# CPUs vary by tens of percent from one run to the next.  A peer that is not installed is
 # skipped (shown as "-").  Exit 0 unless a server fails to start (or the
 # setup fails); 0 with a note when fio or its nbd engine is missing.
 set -u
@@ -32,8 +35,9 @@ BUILD=${BUILD:-build}
 VDISK=$BUILD/bin/vdisk
 VDISKD=$BUILD/bin/vdiskd
 SIZE=${BENCH_NBD_SIZE:-2G}
-TIME=${BENCH_NBD_TIME:-10}
+TIME=${BENCH_NBD_TIME:-6}
 RAMP=${BENCH_NBD_RAMP:-1}
+REPEAT=${BENCH_NBD_REPEAT:-3}
 
 case $SIZE in
 *[Kk]) SIZE_MIB=$((${SIZE%?} / 1024)) ;;
@@ -123,7 +127,7 @@ evict() {
 }
 
 # ---- the template --------------------------------------------------------
-echo "== NBD servers: fio's nbd engine, ${SIZE_MIB} MiB filled template, ${TIME} s per run"
+echo "== NBD servers: fio's nbd engine, ${SIZE_MIB} MiB filled template, ${TIME} s per run, median of ${REPEAT}"
 t0=$(date +%s)
 dd if=/dev/urandom of="$RAW" bs=1M count="$SIZE_MIB" status=none || exit 1
 cp "$RAW" "$LOCAL" || exit 1
@@ -214,6 +218,10 @@ for row in $ROWS; do
 $row
 EOF
     printf '%-10s %-9s bs %-2s iodepth %-2s:' "$name" "$rw" "$bs" "$qd"
+    rep=0
+    while [ $rep -lt "$REPEAT" ]; do
+    rep=$((rep + 1))
+    printf ' [%s]' "$rep"
 
     evict "$LOCAL"
     r=$(fio_run "$name-local" "$rw" "$bs" "$qd" --ioengine=libaio --direct=1 --filename="$LOCAL" --size="${SIZE_MIB}M")
@@ -239,6 +247,7 @@ EOF
         if [ $srv = vdiskd ]; then "$VDISK" rm "clone-$name" >/dev/null 2>&1; fi
         printf ' %s' "$([ $srv = qemu ] && echo qemu-nbd || echo $srv)"
     done
+    done
     echo
 done
 
@@ -255,13 +264,22 @@ fi
 echo
 awk -v size="$SIZE_MIB" '
 function num(x) { return x != "-" && x != "" && x + 0 > 0 }
+# median of the space-separated figures in list ("-" when none)
+function median(list,   v, n, i, j, t) {
+    n = split(list, v, " ")
+    if (n == 0) return "-"
+    for (i = 2; i <= n; i++)
+        for (j = i; j > 1 && v[j - 1] + 0 > v[j] + 0; j--) { t = v[j]; v[j] = v[j - 1]; v[j - 1] = t }
+    return (n % 2) ? v[(n + 1) / 2] : (v[n / 2] + v[n / 2 + 1]) / 2
+}
 function ratio(a, b) { return (num(a) && num(b)) ? sprintf("%.2f", a / b) : "-" }
 function show(x, seq) { return !num(x) ? "-" : seq ? sprintf("%.0f", x * 1024 / 1e6) : sprintf("%.0f", x) }
 {
     if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 }
-    iops[$1, $2] = $3; kib[$1, $2] = $4
+    if (num($3)) { iopsl[$1, $2] = iopsl[$1, $2] " " $3; kibl[$1, $2] = kibl[$1, $2] " " $4 }
 }
 END {
+    for (k in iopsl) { iops[k] = median(iopsl[k]); kib[k] = median(kibl[k]) }
     printf "%-10s %6s %11s %11s %11s %11s %7s %7s %7s\n", "row", "unit", "local", "vdiskd", "qemu-nbd", "nbdkit", "v/qemu", "v/kit", "v/local"
     goals = ""
     for (i = 1; i <= n; i++) {
