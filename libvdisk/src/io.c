@@ -3,12 +3,16 @@
  * the synchronous file helpers used for metadata.
  *
  * A context drives one libaio queue.  Operations beyond the queue depth
- * wait in a FIFO and are submitted as slots free up.  When a test backend
+ * wait in a FIFO and are submitted as slots free up.  Reads and writes of
+ * files without O_DIRECT go to a small pool of threads of the context
+ * instead (io_submit would do them synchronously, one at a time); their
+ * completions come back through the same eventfd.  When a test backend
  * is installed (vd-testing.h), operations are carried out synchronously
  * through it and completed from vd_ctx_poll like any other.
  */
 #include <fcntl.h>
 #include <poll.h>
+#include <pthread.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -117,6 +121,148 @@ int vdi_fdatasync(int fd)
 }
 
 /* ------------------------------------------------------------------ */
+/* Buffered files and their threads                                     */
+
+#define FD_TABLE 65536        /* descriptors above this stay on libaio */
+static uint8_t fd_buffered[FD_TABLE];
+
+void vdi_fd_set_buffered(int fd, bool buffered)
+{
+    if (fd >= 0 && fd < FD_TABLE)
+        __atomic_store_n(&fd_buffered[fd], buffered, __ATOMIC_RELAXED);
+}
+
+static bool is_buffered(int fd)
+{
+    return fd >= 0 && fd < FD_TABLE && __atomic_load_n(&fd_buffered[fd], __ATOMIC_RELAXED);
+}
+
+static void account(const struct vdi_op *op);
+
+#define POOL_THREADS 16
+
+struct vdi_pool {
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    struct vdi_op *todo_head, *todo_tail;
+    struct vdi_op *done;          /* finished, for vd_ctx_poll (any order) */
+    unsigned inflight;            /* submitted, not yet taken back by poll */
+    bool quit;
+    int efd;
+    unsigned nthreads;
+    pthread_t threads[POOL_THREADS];
+};
+
+static void *pool_thread(void *arg)
+{
+    struct vdi_pool *p = arg;
+    pthread_mutex_lock(&p->lock);
+    for (;;) {
+        while (!p->todo_head && !p->quit)
+            pthread_cond_wait(&p->cond, &p->lock);
+        if (!p->todo_head)
+            break;
+        struct vdi_op *op = p->todo_head;
+        p->todo_head = op->next;
+        if (!p->todo_head)
+            p->todo_tail = NULL;
+        pthread_mutex_unlock(&p->lock);
+
+        int r;
+        if (op->kind == VDI_OP_READ) {
+            r = vdi_pread_full(op->fd, op->buf, op->len, op->off);
+            if (r == -ENODATA)
+                r = 0;   /* past the end of file reads as zeroes */
+        } else {
+            r = vdi_pwrite_full(op->fd, op->buf, op->len, op->off, op->meta);
+        }
+        op->res = r;
+
+        pthread_mutex_lock(&p->lock);
+        op->next = p->done;
+        p->done = op;
+        uint64_t one = 1;
+        ssize_t w = write(p->efd, &one, sizeof(one));
+        (void)w;
+    }
+    pthread_mutex_unlock(&p->lock);
+    return NULL;
+}
+
+static void pool_free(struct vdi_pool *p)
+{
+    if (!p)
+        return;
+    pthread_mutex_lock(&p->lock);
+    p->quit = true;
+    pthread_cond_broadcast(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    for (unsigned i = 0; i < p->nthreads; i++)
+        pthread_join(p->threads[i], NULL);
+    pthread_cond_destroy(&p->cond);
+    pthread_mutex_destroy(&p->lock);
+    free(p);
+}
+
+/* Hands op to the context's threads (started on first use); false when
+ * they cannot be started (the caller then does it another way). */
+static bool pool_submit(struct vd_ctx *ctx, struct vdi_op *op)
+{
+    struct vdi_pool *p = ctx->pool;
+    if (!p) {
+        p = calloc(1, sizeof(*p));
+        if (!p)
+            return false;
+        pthread_mutex_init(&p->lock, NULL);
+        pthread_cond_init(&p->cond, NULL);
+        p->efd = ctx->efd;
+        for (unsigned i = 0; i < POOL_THREADS; i++) {
+            if (pthread_create(&p->threads[i], NULL, pool_thread, p) != 0)
+                break;
+            p->nthreads++;
+        }
+        if (p->nthreads == 0) {
+            pool_free(p);
+            return false;
+        }
+        ctx->pool = p;
+    }
+    op->next = NULL;
+    pthread_mutex_lock(&p->lock);
+    if (p->todo_tail)
+        p->todo_tail->next = op;
+    else
+        p->todo_head = op;
+    p->todo_tail = op;
+    p->inflight++;
+    pthread_cond_signal(&p->cond);
+    pthread_mutex_unlock(&p->lock);
+    account(op);
+    return true;
+}
+
+/* Completes what the threads finished; returns how many. */
+static int pool_reap(struct vd_ctx *ctx)
+{
+    struct vdi_pool *p = ctx->pool;
+    if (!p || !p->inflight)
+        return 0;
+    pthread_mutex_lock(&p->lock);
+    struct vdi_op *op = p->done;
+    p->done = NULL;
+    pthread_mutex_unlock(&p->lock);
+    int n = 0;
+    while (op) {
+        struct vdi_op *next = op->next;
+        p->inflight--;
+        op->done(op, (int)op->res);
+        op = next;
+        n++;
+    }
+    return n;
+}
+
+/* ------------------------------------------------------------------ */
 
 int vd_ctx_new(unsigned queue_depth, struct vd_ctx **out)
 {
@@ -156,6 +302,7 @@ void vd_ctx_free(struct vd_ctx *ctx)
 {
     if (!ctx)
         return;
+    pool_free(ctx->pool);
     if (ctx->use_aio)
         io_destroy(ctx->aio);
     close(ctx->efd);
@@ -263,6 +410,8 @@ void vdi_op_submit(struct vd_ctx *ctx, struct vdi_op *op)
         run_sync(ctx, op);
         return;
     }
+    if (op->kind != VDI_OP_FSYNC && is_buffered(op->fd) && pool_submit(ctx, op))
+        return;
     /* Queued here, handed to the kernel in batches by vdi_ctx_kick. */
     if (ctx->wait_tail)
         ctx->wait_tail->next = op;
@@ -352,6 +501,8 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
     for (;;) {
         bool progress = false;
         vdi_ctx_kick(ctx);
+        if (pool_reap(ctx) > 0)
+            progress = true;
         while (ctx->done_head) {
             struct vdi_op *op = ctx->done_head;
             ctx->done_head = op->next;
@@ -369,9 +520,12 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
             progress = true;
         }
         vdi_ctx_kick(ctx);
+        /* Blocking in io_getevents would not see the threads finish: with
+         * both kinds in flight, wait on the eventfd both signal. */
+        bool pool_busy = ctx->pool && ctx->pool->inflight > 0;
+        bool idle = !progress && ctx->reqs_completed == before && timeout_ms != 0;
         if (ctx->use_aio && ctx->ops_in_kernel > 0) {
-            bool may_wait = !progress && ctx->reqs_completed == before &&
-                            timeout_ms != 0;
+            bool may_wait = idle && !pool_busy;
             struct timespec ts = { 0, 0 }, *tsp = &ts;
             if (may_wait) {
                 if (timeout_ms < 0) {
@@ -394,6 +548,17 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
                 continue;
             if (may_wait)
                 break;   /* timed out */
+        }
+        if (idle && pool_busy) {
+            struct pollfd pfd = { .fd = ctx->efd, .events = POLLIN };
+            int pr = poll(&pfd, 1, timeout_ms);
+            if (pr < 0 && errno != EINTR)
+                return vdi_err(-errno, "poll: %s", strerror(errno));
+            if (pr == 0)
+                break;   /* timed out */
+            rr = read(ctx->efd, &cnt, sizeof(cnt));
+            ctx->efd_signaled = false;
+            continue;
         }
         if (!progress)
             break;

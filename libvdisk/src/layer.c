@@ -170,8 +170,10 @@ static void layer_free(struct vdi_layer *l)
         free(l->dir);
     }
     free(l->l1);
-    if (l->fd >= 0)
+    if (l->fd >= 0) {
+        vdi_fd_set_buffered(l->fd, false);
         close(l->fd);
+    }
     free(l->path);
     free(l);
 }
@@ -288,6 +290,8 @@ static int layer_open(const char *path, bool rdwr, bool buffered, bool force,
         l->fd = -1;
         goto fail;
     }
+    if (!l->direct)
+        vdi_fd_set_buffered(l->fd, true);
     l->rdwr = rdwr;
     if (rdwr && flock(l->fd, LOCK_EX | LOCK_NB) < 0) {
         r = errno == EWOULDBLOCK

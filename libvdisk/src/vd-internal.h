@@ -75,7 +75,13 @@ struct vd_ctx {
     struct vdi_op *done_head, *done_tail;   /* ops finished synchronously */
     struct vdi_defer *defer_head, *defer_tail;
     struct io_event *events;
+    struct vdi_pool *pool;        /* threads for buffered files (io.c) */
 };
+
+/* Files opened without O_DIRECT, by descriptor.  io_submit carries out a
+ * read or write of such a file synchronously, so their operations run on a
+ * few threads of the context instead, to overlap like direct ones. */
+void vdi_fd_set_buffered(int fd, bool buffered);
 
 /* Submits op; op->done runs later from vd_ctx_poll. */
 void vdi_op_submit(struct vd_ctx *ctx, struct vdi_op *op);

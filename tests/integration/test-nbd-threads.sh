@@ -9,7 +9,9 @@
 # the handshake).  New connections are spread over the threads and each
 # moves to the thread that serves its export; the log must show moves.
 # Every fio job must verify, the data must read back the same through a
-# fresh connection, and TSan must report nothing.
+# fresh connection, and TSan must report nothing.  Then the same with
+# --cache writeback, where libvdisk runs the I/O of buffered files on its
+# own threads.
 NBD_LIB=1
 DAEMON=${DAEMON:-${BUILD:-$(pwd)/build}/tsan/bin/vdiskd}
 [ -x "$DAEMON" ] || { echo "SKIP: no ThreadSanitizer build of vdiskd at $DAEMON (make tsan)"; exit 77; }
@@ -75,5 +77,23 @@ PYEOF
 moves=$(grep -c "moved to thread" "$TESTDIR/vdiskd.log")
 echo "connections moved to their export's thread: $moves"
 [ "$moves" -gt 0 ] || fail "no connection moved between threads (log: $TESTDIR/vdiskd.log)"
+stop_daemon
+
+echo "== --cache writeback: buffered files go through libvdisk's I/O threads"
+start_daemon --threads 2 --cache writeback
+pids=
+for vol in vm1 desk2; do
+    fio --name="wb-$vol" --ioengine=nbd --uri="$(uri $vol)" --size=16M --numjobs=2 \
+        --offset_increment=16M --rw=randrw --bs=4k --iodepth=16 --number_ios=1500 \
+        --verify=crc32c --do_verify=1 --verify_fatal=1 --verify_state_save=0 \
+        --output="$TESTDIR/fio-wb-$vol.txt" &
+    pids="$pids $!"
+done
+for p in $pids; do
+    wait "$p" || fail "a fio job failed with --cache writeback (logs in $TESTDIR)"
+done
+for f in "$TESTDIR"/fio-wb-*.txt; do
+    grep -q "err= 0" "$f" || { cat "$f"; fail "fio reported errors: $f"; }
+done
 stop_daemon
 echo "PASS"
