@@ -54,6 +54,9 @@ cat <<EOT
    fio --name=t --ioengine=nbd --uri='nbd+unix:///demo?socket=$SOCK' --rw=randread --bs=4k --iodepth=32 --size=64M --runtime=10 --time_based
    qemu-system-x86_64 ... -drive file=nbd:unix:$SOCK:exportname=demo,format=raw,cache=none
 
+== the control API (JSON, one command per line; docs/CONTROL-API.md):
+   echo '{"execute": "query-exports"}' | socat - UNIX-CONNECT:$STORE/control.sock
+
 == vdiskd in the foreground; Ctrl-C stops it cleanly.
 EOT
 exec "$VDISKD" --store "$STORE" --listen "unix:$SOCK" --listen "tcp:127.0.0.1:$PORT" --foreground

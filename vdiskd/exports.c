@@ -174,6 +174,8 @@ static int export_get_locked(struct vdiskd *d, struct worker *w, const char *nam
         goto fail;
     }
     ex->writable = vd_chain_writable(ex->chain);
+    ex->size = vd_chain_size(ex->chain);
+    ex->depth = vd_chain_depth(ex->chain);
     ex->refs = 1;
     ex->d = d;
     ex->owner = w;
@@ -234,6 +236,14 @@ void export_put(struct vdiskd *d, struct export *ex)
         }
     }
     pthread_mutex_unlock(&d->lock);
+}
+
+bool export_served_locked(struct vdiskd *d, const char *name)
+{
+    for (struct export *ex = d->exports; ex; ex = ex->next)
+        if (ex->refs > 0 && strcmp(ex->name, name) == 0)
+            return true;
+    return false;
 }
 
 void exports_close_posted(struct worker *w)

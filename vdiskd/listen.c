@@ -81,7 +81,7 @@ static void listener_io(struct watch *w, uint32_t events)
     }
 }
 
-static int listen_unix(const char *path, int *out)
+int unix_listen(const char *path, mode_t mode, gid_t gid, int *out)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     struct stat sb;
@@ -107,9 +107,19 @@ static int listen_unix(const char *path, int *out)
             close(probe);
         unlink(path);
     }
-    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0 || listen(fd, 128) < 0) {
+    /* The mode and group are set between bind and listen: nobody can
+     * connect before they hold. */
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
         int e = errno;
         vlog(LOG_ERR, "unix:%s: %s", path, strerror(e));
+        close(fd);
+        return -e;
+    }
+    if ((mode && chmod(path, mode) < 0) ||
+        (gid != (gid_t)-1 && chown(path, (uid_t)-1, gid) < 0) || listen(fd, 128) < 0) {
+        int e = errno;
+        vlog(LOG_ERR, "unix:%s: %s", path, strerror(e));
+        unlink(path);
         close(fd);
         return -e;
     }
@@ -176,7 +186,7 @@ int listen_add(struct vdiskd *d, const char *spec)
     bool is_unix = strncmp(spec, "unix:", 5) == 0;
 
     if (is_unix)
-        r = listen_unix(spec + 5, &fd);
+        r = unix_listen(spec + 5, 0, (gid_t)-1, &fd);
     else if (strncmp(spec, "tcp:", 4) == 0)
         r = listen_tcp(spec + 4, &fd);
     else {

@@ -42,6 +42,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <jansson.h>
+
 #include "vdiskd.h"
 
 struct client {
@@ -368,19 +370,24 @@ static void wake_io(struct watch *wt, uint32_t events)
     exports_close_posted(w);
 }
 
+void vdiskd_stop(struct vdiskd *d, const char *why)
+{
+    if (stopping(d))
+        return;
+    vlog(LOG_INFO, "%s: stopping (%u connection(s))", why,
+         __atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
+    __atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
+    wake_all(d);
+    control_event(d, "SHUTDOWN", json_pack("{s:s}", "reason", why));
+}
+
 static void sig_io(struct watch *wt, uint32_t events)
 {
     struct vdiskd *d = (struct vdiskd *)((char *)wt - offsetof(struct vdiskd, sig_watch));
     struct signalfd_siginfo si;
     (void)events;
-    while (read(wt->fd, &si, sizeof(si)) == sizeof(si)) {
-        if (stopping(d))
-            continue;
-        vlog(LOG_INFO, "%s: stopping (%u connection(s))", strsignal((int)si.ssi_signo),
-             __atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
-        __atomic_store_n(&d->stopping, true, __ATOMIC_RELEASE);
-        wake_all(d);
-    }
+    while (read(wt->fd, &si, sizeof(si)) == sizeof(si))
+        vdiskd_stop(d, strsignal((int)si.ssi_signo));
 }
 
 static uint64_t now_ns(void)

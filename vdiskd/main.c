@@ -49,6 +49,9 @@ static void usage(FILE *f)
           "  --listen unix:PATH    listen on a unix socket (default: STORE/nbd.sock)\n"
           "  --listen tcp:HOST[:PORT]  listen on TCP (default port " VDISKD_DEFAULT_PORT ")\n"
           "                        --listen may be repeated\n"
+          "  --control PATH        the control socket (default: STORE/control.sock;\n"
+          "                        'none': no control API)\n"
+          "  --control-group GROUP let GROUP use the control socket too (mode 0660)\n"
           "  --read-only           serve volumes read-only too\n"
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
           "  --poll-us N           while I/O is in flight, poll this many microseconds\n"
@@ -67,7 +70,7 @@ static void usage(FILE *f)
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
-enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS };
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP };
 
 static void poll_ctx(void *opaque)
 {
@@ -86,6 +89,8 @@ int main(int argc, char **argv)
         { "stdio", no_argument, NULL, OPT_STDIO },
         { "poll-us", required_argument, NULL, OPT_POLL_US },
         { "threads", required_argument, NULL, OPT_THREADS },
+        { "control", required_argument, NULL, OPT_CONTROL },
+        { "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -93,7 +98,8 @@ int main(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     struct vdiskd d = { .poll_us = VDISKD_POLL_US };
-    const char *store_dir = NULL;
+    const char *store_dir = NULL, *control_path = NULL, *control_group = NULL;
+    char ctlsock[4200];
     const char **listens = NULL;
     size_t nlisten = 0;
     bool foreground = false, stdio = false;
@@ -113,6 +119,12 @@ int main(int argc, char **argv)
             listens[nlisten++] = optarg;
             break;
         }
+        case OPT_CONTROL:
+            control_path = optarg;
+            break;
+        case OPT_CONTROL_GROUP:
+            control_group = optarg;
+            break;
         case OPT_READ_ONLY:
             d.read_only = true;
             break;
@@ -245,6 +257,12 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nlisten; i++)
         if (listen_add(&d, listens[i]) < 0)
             goto out;
+    if (!control_path) {
+        snprintf(ctlsock, sizeof(ctlsock), "%s/control.sock", vd_store_path(d.store));
+        control_path = ctlsock;
+    }
+    if (strcmp(control_path, "none") != 0 && control_start(&d, control_path, control_group) < 0)
+        goto out;
     vlog(LOG_INFO, "serving store %s%s, cache=%s, %u thread(s)", vd_store_path(d.store),
          d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none", d.nworkers);
 
@@ -254,8 +272,10 @@ int main(int argc, char **argv)
     }
     ret = 0;
 out:
-    if (d.workers)
+    if (d.workers) {
         listen_close_all(&d);
+        control_stop(&d);
+    }
     /* Connections are all gone after loop_run and its threads are joined;
      * on an error path free whatever is left: exports hold chains (on the
      * workers' contexts), chains hold the cache. */

@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <sys/types.h>
 #include <syslog.h>
 #include <time.h>
 
@@ -95,6 +96,7 @@ struct vdiskd {
     unsigned next_worker;               /* round robin for new connections */
     struct listener *listeners;         /* on worker 0 */
     struct watch sig_watch;             /* on worker 0 */
+    struct control *control;            /* on worker 0 (control.c) */
     bool stopping;                      /* atomic */
     unsigned nclients;                  /* atomic: connections alive, all workers */
 };
@@ -114,6 +116,20 @@ int loop_run(struct vdiskd *d);
 int client_start(struct vdiskd *d, int fd, const char *peer);
 /* nbds_config.notify: a completion queued a reply. */
 void client_notify(void *opaque, struct nbds_conn *c);
+/* Stops the daemon as SIGTERM does (worker 0 only); why goes to the log
+ * and the SHUTDOWN event. */
+void vdiskd_stop(struct vdiskd *d, const char *why);
+
+/* ---- control.c: the JSON control API (worker 0) ---- */
+
+struct json_t;
+/* Listens on the control socket at path: mode 0600, or 0660 with the
+ * group when group is not NULL. */
+int control_start(struct vdiskd *d, const char *path, const char *group);
+void control_stop(struct vdiskd *d);
+/* Sends an event to every control client; takes the reference of data
+ * (NULL: an empty object). */
+void control_event(struct vdiskd *d, const char *name, struct json_t *data);
 
 /* ---- listen.c: sockets ---- */
 
@@ -121,6 +137,10 @@ void client_notify(void *opaque, struct nbds_conn *c);
 int listen_add(struct vdiskd *d, const char *spec);
 /* Closes every listening socket (and removes unix socket files). */
 void listen_close_all(struct vdiskd *d);
+/* A listening unix socket at path (a stale socket file is replaced, a live
+ * one refused with -EADDRINUSE); mode (0: as the umask gives) and gid
+ * ((gid_t)-1: unchanged) are set before it listens. */
+int unix_listen(const char *path, mode_t mode, gid_t gid, int *out);
 
 /* ---- exports.c: names to open chains ---- */
 
@@ -130,6 +150,8 @@ struct export {
     struct worker *owner;               /* the thread that serves it */
     unsigned refs;                      /* connections using it */
     bool writable;
+    uint64_t size;                      /* at open, for other threads */
+    unsigned depth;
     char description[256];
     struct vdiskd *d;
     struct export *next;
@@ -146,6 +168,8 @@ int export_get(struct vdiskd *d, struct worker *w, const char *name, struct expo
  * export's own worker: from another thread the close is posted to it.
  * Takes d->lock. */
 void export_put(struct vdiskd *d, struct export *ex);
+/* True when an export of that name is open (d->lock held). */
+bool export_served_locked(struct vdiskd *d, const char *name);
 /* Closes the exports posted to worker w (its loop calls this). */
 void exports_close_posted(struct worker *w);
 /* Adds every volume, snapshot and template version to an NBD_OPT_LIST.

@@ -1,0 +1,463 @@
+/*
+ * control.c - the control API: JSON over a unix socket in the store,
+ * QMP-like (docs/CONTROL-API.md).
+ *
+ * On connect the daemon sends a greeting line; then every line the client
+ * sends is one command, {"execute": NAME, "arguments": {...}, "id": ANY},
+ * answered by one line, {"return": {...}, "id": ANY} or {"error":
+ * {"class": CLASS, "desc": TEXT}, "id": ANY}.  Events are lines of their
+ * own, {"event": NAME, "data": {...}, "timestamp": {"seconds": S,
+ * "microseconds": U}}, sent to every client.  JSON is parsed and written
+ * with jansson.
+ *
+ * The socket and its clients live on worker 0's loop, the main thread.
+ * Commands run there, taking d->lock for the store and the export table
+ * like the NBD side does.
+ */
+#include <errno.h>
+#include <grp.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "vdiskd.h"
+
+#define CTL_MAX_LINE (1u << 20)   /* longest command accepted */
+#define CTL_MAX_OUT (16u << 20)   /* replies and events waiting: beyond, the client is dropped */
+
+struct ctl_client {
+    struct watch w;
+    struct vdiskd *d;
+    char *in;
+    size_t inlen, incap;
+    char *out;
+    size_t outpos, outlen, outcap;
+    uint32_t armed;
+    bool closing;                 /* close once the output is written */
+    bool quit;                    /* "quit": stop the daemon after the reply */
+    bool dead;
+    struct ctl_client *next;
+};
+
+struct control {
+    struct watch w;               /* the listening socket */
+    struct vdiskd *d;
+    char *path;
+    struct ctl_client *clients;
+};
+
+/* ---- output ---- */
+
+static void ctl_rearm(struct ctl_client *c)
+{
+    uint32_t ev = EPOLLIN | (c->outlen > c->outpos ? EPOLLOUT : 0);
+    /* A dead client asks for EPOLLOUT, which a socket reports at once (or
+     * EPOLLHUP/ERR): the next round frees it in ctl_client_io. */
+    if (c->dead || c->closing)
+        ev = EPOLLOUT;
+    if (ev != c->armed && loop_mod(&c->d->workers[0], &c->w, ev) == 0)
+        c->armed = ev;
+}
+
+static void ctl_flush(struct ctl_client *c)
+{
+    while (c->outpos < c->outlen && !c->dead) {
+        ssize_t n = send(c->w.fd, c->out + c->outpos, c->outlen - c->outpos,
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                c->dead = true;
+            break;
+        }
+        c->outpos += (size_t)n;
+    }
+    if (c->outpos == c->outlen)
+        c->outpos = c->outlen = 0;
+    if (c->closing && c->outlen == 0)
+        c->dead = true;
+}
+
+/* Queues one JSON line (takes the reference of j). */
+static void ctl_send(struct ctl_client *c, json_t *j)
+{
+    char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    if (!s) {
+        c->dead = true;
+        return;
+    }
+    size_t n = strlen(s);
+    if (c->outlen + n + 1 > CTL_MAX_OUT) {
+        vlog(LOG_INFO, "control: a client does not read its replies: dropped");
+        c->dead = true;
+        free(s);
+        return;
+    }
+    if (c->outlen + n + 1 > c->outcap) {
+        size_t cap = c->outcap ? c->outcap : 4096;
+        while (cap < c->outlen + n + 1)
+            cap *= 2;
+        char *o = realloc(c->out, cap);
+        if (!o) {
+            c->dead = true;
+            free(s);
+            return;
+        }
+        c->out = o;
+        c->outcap = cap;
+    }
+    memcpy(c->out + c->outlen, s, n);
+    c->out[c->outlen + n] = '\n';
+    c->outlen += n + 1;
+    free(s);
+    ctl_flush(c);
+}
+
+static json_t *error_obj(const char *cls, const char *desc)
+{
+    return json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
+}
+
+void control_event(struct vdiskd *d, const char *name, json_t *data)
+{
+    struct control *ctl = d->control;
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    if (ctl) {
+        for (struct ctl_client *c = ctl->clients; c; c = c->next) {
+            if (c->dead || c->closing)
+                continue;
+            json_t *e = json_pack("{s:s,s:O,s:{s:I,s:I}}", "event", name, "data",
+                                  data ? data : json_object(), "timestamp", "seconds",
+                                  (json_int_t)tv.tv_sec, "microseconds",
+                                  (json_int_t)tv.tv_usec);
+            ctl_send(c, e);
+            ctl_rearm(c);
+        }
+    }
+    json_decref(data);
+}
+
+/* ---- commands ---- */
+
+typedef json_t *(*ctl_cmd_fn)(struct ctl_client *c, json_t *args);
+
+static json_t *cmd_query_version(struct ctl_client *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    unsigned maj = 0, min = 0, mic = 0;
+    sscanf(VDISKD_VERSION, "%u.%u.%u", &maj, &min, &mic);
+    return json_pack("{s:{s:{s:i,s:i,s:i},s:s}}", "return", "vdiskd", "major", maj, "minor",
+                     min, "micro", mic, "package", "vdiskd " VDISKD_VERSION);
+}
+
+static json_t *cmd_query_volumes(struct ctl_client *c, json_t *args)
+{
+    struct vdiskd *d = c->d;
+    struct vd_volume_info *v = NULL;
+    size_t n = 0;
+    (void)args;
+    pthread_mutex_lock(&d->lock);
+    int r = vd_volume_list(d->store, &v, &n);
+    json_t *list = json_array();
+    for (size_t i = 0; r >= 0 && i < n; i++) {
+        char u[37];
+        vd_uuid_format(&v[i].top, u);
+        json_t *o = json_pack("{s:s,s:I,s:I,s:i,s:i,s:s,s:b}", "name", v[i].name, "size",
+                              (json_int_t)v[i].size, "allocated", (json_int_t)v[i].allocated,
+                              "depth", (int)v[i].depth, "snapshots", (int)v[i].snapshots,
+                              "top-layer", u, "served", export_served_locked(d, v[i].name));
+        if (o && v[i].template_name[0]) {
+            json_object_set_new(o, "template", json_string(v[i].template_name));
+            json_object_set_new(o, "template-version", json_integer(v[i].template_version));
+        }
+        if (o && v[i].writer_pid)
+            json_object_set_new(o, "writer-pid", json_integer(v[i].writer_pid));
+        json_array_append_new(list, o);
+    }
+    pthread_mutex_unlock(&d->lock);
+    free(v);
+    if (r < 0) {
+        json_decref(list);
+        return error_obj("GenericError", *vd_errmsg() ? vd_errmsg() : strerror(-r));
+    }
+    return json_pack("{s:o}", "return", list);
+}
+
+static json_t *cmd_query_exports(struct ctl_client *c, json_t *args)
+{
+    struct vdiskd *d = c->d;
+    (void)args;
+    json_t *list = json_array();
+    pthread_mutex_lock(&d->lock);
+    for (struct export *ex = d->exports; ex; ex = ex->next) {
+        if (ex->refs == 0)
+            continue;   /* being closed */
+        json_array_append_new(list, json_pack("{s:s,s:s,s:I,s:b,s:i,s:i,s:i}", "name",
+                                              ex->name, "description", ex->description,
+                                              "size", (json_int_t)ex->size,
+                                              "writable", ex->writable, "connections",
+                                              (int)ex->refs, "thread", (int)ex->owner->id,
+                                              "depth", (int)ex->depth));
+    }
+    pthread_mutex_unlock(&d->lock);
+    return json_pack("{s:o}", "return", list);
+}
+
+static json_t *cmd_quit(struct ctl_client *c, json_t *args)
+{
+    (void)args;
+    c->quit = true;
+    return json_pack("{s:{}}", "return");
+}
+
+static json_t *cmd_capabilities(struct ctl_client *c, json_t *args)
+{
+    (void)c;
+    (void)args;
+    return json_pack("{s:{}}", "return");
+}
+
+static const struct {
+    const char *name;
+    ctl_cmd_fn fn;
+} commands[] = {
+    { "qmp_capabilities", cmd_capabilities },
+    { "query-version", cmd_query_version },
+    { "query-volumes", cmd_query_volumes },
+    { "query-exports", cmd_query_exports },
+    { "quit", cmd_quit },
+};
+
+static void run_line(struct ctl_client *c, const char *line, size_t len)
+{
+    json_error_t err;
+    json_t *req = json_loadb(line, len, JSON_REJECT_DUPLICATES, &err), *reply;
+    json_t *id = NULL;
+    if (!req) {
+        char msg[256];
+        snprintf(msg, sizeof(msg), "JSON parse error: %s (column %d)", err.text, err.column);
+        ctl_send(c, error_obj("GenericError", msg));
+        return;
+    }
+    if (!json_is_object(req)) {
+        reply = error_obj("GenericError", "a command must be a JSON object");
+        goto out;
+    }
+    id = json_object_get(req, "id");
+    const char *name = json_string_value(json_object_get(req, "execute"));
+    json_t *args = json_object_get(req, "arguments");
+    if (!name) {
+        reply = error_obj("GenericError", "'execute' must name a command (a string)");
+        goto out;
+    }
+    if (args && !json_is_object(args)) {
+        reply = error_obj("GenericError", "'arguments' must be an object");
+        goto out;
+    }
+    reply = NULL;
+    for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
+        if (strcmp(commands[i].name, name) == 0) {
+            reply = commands[i].fn(c, args);
+            break;
+        }
+    }
+    if (!reply) {
+        char msg[160];
+        snprintf(msg, sizeof(msg), "The command %.100s has not been found", name);
+        reply = error_obj("CommandNotFound", msg);
+    }
+out:
+    if (reply && id)
+        json_object_set(reply, "id", id);
+    ctl_send(c, reply);
+    json_decref(req);
+    if (c->quit) {
+        c->quit = false;
+        vdiskd_stop(c->d, "control: quit");
+    }
+}
+
+/* ---- clients ---- */
+
+static void ctl_free(struct control *ctl, struct ctl_client *c)
+{
+    struct ctl_client **pp;
+    for (pp = &ctl->clients; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    loop_del(&c->d->workers[0], &c->w);
+    close(c->w.fd);
+    free(c->in);
+    free(c->out);
+    free(c);
+}
+
+static void ctl_read(struct ctl_client *c)
+{
+    for (int round = 0; round < 16 && !c->dead && !c->closing; round++) {
+        if (c->incap - c->inlen < 4096) {
+            size_t cap = c->incap ? c->incap * 2 : 8192;
+            char *b = realloc(c->in, cap);
+            if (!b) {
+                c->dead = true;
+                return;
+            }
+            c->in = b;
+            c->incap = cap;
+        }
+        ssize_t n = recv(c->w.fd, c->in + c->inlen, c->incap - c->inlen, MSG_DONTWAIT);
+        if (n == 0) {
+            c->closing = true;   /* the client is done: answer what it sent */
+        } else if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                c->dead = true;
+            return;
+        } else {
+            c->inlen += (size_t)n;
+        }
+        /* Every complete line is a command. */
+        size_t start = 0;
+        for (size_t i = 0; i < c->inlen; i++) {
+            if (c->in[i] != '\n')
+                continue;
+            size_t l = i - start;
+            while (l && (c->in[start + l - 1] == '\r' || c->in[start + l - 1] == ' '))
+                l--;
+            if (l)
+                run_line(c, c->in + start, l);
+            start = i + 1;
+        }
+        memmove(c->in, c->in + start, c->inlen - start);
+        c->inlen -= start;
+        if (c->inlen > CTL_MAX_LINE) {
+            ctl_send(c, error_obj("GenericError", "command line too long"));
+            c->closing = true;
+        }
+        if (n == 0)
+            return;
+    }
+}
+
+static void ctl_client_io(struct watch *w, uint32_t events)
+{
+    struct ctl_client *c = (struct ctl_client *)w;
+    struct control *ctl = c->d->control;
+    if (events & (EPOLLIN | EPOLLHUP | EPOLLERR))
+        ctl_read(c);
+    if (events & EPOLLOUT)
+        ctl_flush(c);
+    if (c->closing)
+        ctl_flush(c);
+    if (c->dead) {
+        ctl_free(ctl, c);
+        return;
+    }
+    ctl_rearm(c);
+}
+
+static void ctl_accept(struct watch *w, uint32_t events)
+{
+    struct control *ctl = (struct control *)w;
+    (void)events;
+    for (int i = 0; i < 16; i++) {
+        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0)
+            return;
+        struct ctl_client *c = calloc(1, sizeof(*c));
+        if (!c) {
+            close(fd);
+            return;
+        }
+        c->w.fd = fd;
+        c->w.cb = ctl_client_io;
+        c->d = ctl->d;
+        c->armed = EPOLLIN;
+        if (loop_add(&ctl->d->workers[0], &c->w, EPOLLIN) < 0) {
+            close(fd);
+            free(c);
+            continue;
+        }
+        c->next = ctl->clients;
+        ctl->clients = c;
+        unsigned maj = 0, min = 0, mic = 0;
+        sscanf(VDISKD_VERSION, "%u.%u.%u", &maj, &min, &mic);
+        ctl_send(c, json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[s]}}", "vdiskd", "version",
+                              "vdiskd", "major", maj, "minor", min, "micro", mic, "package",
+                              "vdiskd " VDISKD_VERSION, "capabilities", "events"));
+        ctl_rearm(c);
+        if (c->dead)
+            ctl_free(ctl, c);
+    }
+}
+
+int control_start(struct vdiskd *d, const char *path, const char *group)
+{
+    gid_t gid = (gid_t)-1;
+    mode_t mode = 0600;
+    int fd, r;
+    if (group) {
+        struct group *g = getgrnam(group);
+        if (!g) {
+            vlog(LOG_ERR, "--control-group %s: no such group", group);
+            return -ENOENT;
+        }
+        gid = g->gr_gid;
+        mode = 0660;
+    }
+    if ((r = unix_listen(path, mode, gid, &fd)) < 0)
+        return r;
+    struct control *ctl = calloc(1, sizeof(*ctl));
+    if (!ctl || !(ctl->path = strdup(path))) {
+        free(ctl);
+        close(fd);
+        unlink(path);
+        return -ENOMEM;
+    }
+    ctl->w.fd = fd;
+    ctl->w.cb = ctl_accept;
+    ctl->d = d;
+    if ((r = loop_add(&d->workers[0], &ctl->w, EPOLLIN)) < 0) {
+        close(fd);
+        unlink(path);
+        free(ctl->path);
+        free(ctl);
+        return r;
+    }
+    d->control = ctl;
+    vlog(LOG_INFO, "control socket %s (mode %04o%s%s)", path, (unsigned)mode,
+         group ? ", group " : "", group ? group : "");
+    return 0;
+}
+
+void control_stop(struct vdiskd *d)
+{
+    struct control *ctl = d->control;
+    if (!ctl)
+        return;
+    while (ctl->clients) {
+        struct ctl_client *c = ctl->clients;
+        ctl_flush(c);
+        ctl_free(ctl, c);
+    }
+    loop_del(&d->workers[0], &ctl->w);
+    close(ctl->w.fd);
+    unlink(ctl->path);
+    free(ctl->path);
+    free(ctl);
+    d->control = NULL;
+}
