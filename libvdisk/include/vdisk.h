@@ -416,6 +416,15 @@ struct vd_snapshot_info {
 
 /* Freezes the volume's content as SNAP, in constant time. */
 int vd_snapshot_create(struct vd_store *st, const char *vol, const char *snap);
+/* The same for a volume the caller has open for writing (chain, from
+ * vd_store_open_chain or vd_chain_open on its top layer), as a server does
+ * while clients use it: requests in flight on the chain are waited for and
+ * the top flushed, then the snapshot is taken and the chain goes on with
+ * the new top.  Writes completed before the call are in the snapshot,
+ * writes submitted after it returns are not.  On error nothing changed.
+ * -EINVAL when chain is not the volume's writable top. */
+int vd_snapshot_create_open(struct vd_store *st, const char *vol, const char *snap,
+                            struct vd_chain *chain);
 /* Snapshots of a volume, oldest first, in a malloc'ed array. */
 int vd_snapshot_list(struct vd_store *st, const char *vol,
                      struct vd_snapshot_info **out, size_t *n);

@@ -289,6 +289,11 @@ void vdi_chain_abandon(struct vd_chain *c)
 
 int vd_chain_push(struct vd_chain *c, const char *new_top_path)
 {
+    return vdi_chain_push(c, new_top_path, NULL);
+}
+
+int vdi_chain_push(struct vd_chain *c, const char *new_top_path, const vd_uuid *uuid)
+{
     if (!c->rdwr)
         return vdi_err(-EROFS, "the disk is open read-only");
     struct vdi_layer *top = c->layers[0];
@@ -301,7 +306,7 @@ int vd_chain_push(struct vd_chain *c, const char *new_top_path)
     if (r < 0)
         return r;
     struct vd_create_opts co = { .size = top->size, .block_size = top->block_size,
-                                 .digest = top->digest, .parent = top->path };
+                                 .digest = top->digest, .parent = top->path, .uuid = uuid };
     struct vdi_layer *nl = NULL;
     r = vd_layer_create(new_top_path, &co, NULL);
     if (r == 0)
@@ -335,6 +340,32 @@ int vd_chain_push(struct vd_chain *c, const char *new_top_path)
     c->n++;
     top->rdwr = false;
     flock(top->fd, LOCK_UN);
+    c->pushed_flags = old_flags;
+    vdi_below_reset(c);
+    return 0;
+}
+
+int vdi_chain_unpush(struct vd_chain *c)
+{
+    if (c->n < 2 || !c->rdwr)
+        return vdi_err(-EINVAL, "nothing to undo");
+    struct vdi_layer *nl = c->layers[0], *top = c->layers[1];
+    drain(c);
+    if (flock(top->fd, LOCK_EX | LOCK_NB) < 0)
+        return vdi_err(-errno, "%s: cannot lock it again: %s", top->path, strerror(errno));
+    int r = vdi_layer_write_header(top, c->pushed_flags | VDF_F_DIRTY);
+    if (r < 0) {
+        flock(top->fd, LOCK_UN);
+        return r;
+    }
+    top->rdwr = true;
+    char *path = strdup(nl->path);
+    memmove(c->layers, c->layers + 1, (c->n - 1) * sizeof(*c->layers));
+    c->n--;
+    vdi_layer_put(nl);
+    if (path)
+        unlink(path);
+    free(path);
     vdi_below_reset(c);
     return 0;
 }

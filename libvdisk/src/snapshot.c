@@ -8,6 +8,7 @@
 
 int st_push(struct vd_store *st, const char *vol, const char *kind, const char *name,
             uint64_t new_size);
+int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct vd_chain *c);
 int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
 int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
             bool prefer_down, char id[17]);
@@ -15,6 +16,12 @@ int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
 int vd_snapshot_create(struct vd_store *st, const char *vol, const char *snap)
 {
     return st_push(st, vol, "snapshot", snap, 0);
+}
+
+int vd_snapshot_create_open(struct vd_store *st, const char *vol, const char *snap,
+                            struct vd_chain *chain)
+{
+    return st_push_open(st, vol, snap, chain);
 }
 
 /* The snapshot record of vol/snap, with the volume's record. */

@@ -255,7 +255,14 @@ struct vd_chain {
     struct vdi_req *blocked_head, *blocked_tail;  /* waiting for an overlap */
     unsigned inflight;
     bool unblocking, unblock_again;
+    uint32_t pushed_flags;            /* old top's flags before the last push */
 };
+
+/* vd_chain_push with the new layer's UUID (NULL: a random one). */
+int vdi_chain_push(struct vd_chain *c, const char *new_top_path, const vd_uuid *uuid);
+/* Undoes the last vdi_chain_push: the new top is closed and removed, the
+ * old one is writable again.  Only before anything was written. */
+int vdi_chain_unpush(struct vd_chain *c);
 
 /* A chain of the single layer at path, without its parents: read-only, or
  * writable even if frozen (rdwr). */

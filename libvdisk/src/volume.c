@@ -14,6 +14,7 @@
 int vdi_store_writer_pid(struct vd_store *st, const char *uuid);
 int st_push(struct vd_store *st, const char *vol, const char *kind, const char *name,
             uint64_t new_size);
+int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct vd_chain *c);
 int st_name_free(MDB_txn *txn, struct vd_store *st, const char *name);
 int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
 
@@ -232,6 +233,108 @@ out:
         vdi_layer_put(held);
     json_decref(v);
     json_decref(t);
+    st_unlock(st);
+    return r;
+}
+
+/* A snapshot of a volume open for writing in this process: the same
+ * journal entry and catalog change as st_push, with the chain's top frozen
+ * and the new delta stacked on the open chain (vdi_chain_push) instead of
+ * on files nobody has open.  Nothing is written to the new delta before
+ * the catalog names it: the caller's loop does not run meanwhile. */
+/* Removes journal entry id once its operation was undone in place (an
+ * entry left behind is harmless: its recovery finds nothing to undo). */
+static void drop_journal(struct vd_store *st, const char *id)
+{
+    MDB_txn *txn;
+    if (cat_txn(st, true, &txn) < 0)
+        return;
+    if (jnl_del(txn, st, id) < 0)
+        mdb_txn_abort(txn);
+    else
+        cat_commit(txn);
+}
+
+int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct vd_chain *c)
+{
+    MDB_txn *txn;
+    json_t *v = NULL, *o;
+    char top[37], n[37], id[17], np[4096], tp[4096], key[2 * VD_NAME_MAX + 2];
+    int r;
+
+    if (!vd_chain_writable(c))
+        return vdi_err(-EINVAL, "the chain of volume '%s' is not open for writing", vol);
+    if ((r = st_lock(st)) < 0)
+        return r;
+    if ((r = cat_txn(st, true, &txn)) < 0)
+        goto out;
+    if ((r = st_get_volume(txn, st, vol, &v)) < 0 || (r = st_check_name("snapshot", snap)) < 0)
+        goto abort;
+    snprintf(top, sizeof(top), "%s", js(v, "top"));
+    st_layer_path(st, top, tp, sizeof(tp));
+    if (strcmp(vd_chain_layer_path(c, 1), tp) != 0) {
+        r = vdi_err(-EINVAL, "the open chain is not volume '%s''s top layer", vol);
+        goto abort;
+    }
+    snprintf(key, sizeof(key), "%s/%s", vol, snap);
+    if (cat_get(txn, st->db_snap, key, &o) == 0) {
+        json_decref(o);
+        r = vdi_err(-EEXIST, "volume '%s' already has a snapshot named '%s'", vol, snap);
+        goto abort;
+    }
+    if ((r = st_new_uuid(n)) < 0)
+        goto abort;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "op", "push", "vol", vol, "top", top,
+                          "new", n);
+    r = jnl_add(txn, st, j, id);
+    json_decref(j);
+    if (r < 0)
+        goto abort;
+    if ((r = cat_commit(txn)) < 0)
+        goto out;
+    vdi_step("push-open: journaled");
+
+    st_layer_path(st, n, np, sizeof(np));
+    vd_uuid nu;
+    vd_uuid_parse(n, &nu);
+    if ((r = vdi_chain_push(c, np, &nu)) < 0) {
+        /* vdi_chain_push undid its own steps: drop the journal entry. */
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", vd_errmsg());
+        drop_journal(st, id);
+        vdi_err(r, "%s", msg);
+        goto out;
+    }
+    vdi_step("push-open: pushed");
+
+    if ((r = cat_txn(st, true, &txn)) < 0)
+        goto unpush;
+    json_t *s = json_pack("{s:s, s:I}", "layer", top, "ctime", (json_int_t)time(NULL));
+    json_object_set_new(v, "top", json_string(n));
+    if ((r = lay_new(txn, st, n, top, 1)) < 0 || (r = lay_ref(txn, st, top, 1, NULL)) < 0 ||
+        (r = cat_put(txn, st->db_vol, vol, v)) < 0 || (r = cat_put(txn, st->db_snap, key, s)) < 0 ||
+        (r = jnl_del(txn, st, id)) < 0) {
+        json_decref(s);
+        mdb_txn_abort(txn);
+        goto unpush;
+    }
+    json_decref(s);
+    if ((r = cat_commit(txn)) < 0)
+        goto unpush;
+    goto out;
+
+unpush: {
+        char msg[512];
+        snprintf(msg, sizeof(msg), "%s", vd_errmsg());
+        if (vdi_chain_unpush(c) == 0)
+            drop_journal(st, id);
+        vdi_err(r, "%s", msg);
+        goto out;
+    }
+abort:
+    mdb_txn_abort(txn);
+out:
+    json_decref(v);
     st_unlock(st);
     return r;
 }

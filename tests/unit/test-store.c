@@ -1502,6 +1502,51 @@ static void test_snapshot_create(void **state)
     model_free(&m2);
 }
 
+/* A snapshot of a volume kept open for writing (what vdiskd does while
+ * clients use it): the chain goes on with the new top, writes before are in
+ * the snapshot, writes after are not; refusals leave the chain as it was. */
+static void test_snapshot_create_open(void **state)
+{
+    struct senv *s = *state;
+    struct model m, m1;
+    model_init(&m, SIZE);
+    mkvol(s, "v", SIZE);
+    mkvol(s, "w", SIZE);
+    struct vd_chain *c = sopen(s, "v", VD_OPEN_RDWR);
+    model_write(&m, c, 0, 1 * MiB, 1);
+    /* The CLI's offline path is refused while the volume is open here. */
+    assert_fails(vd_snapshot_create(s->st, "v", "s0"), -EBUSY);
+    assert_rc(vd_snapshot_create_open(s->st, "v", "s1", c), 0);
+    model_dup(&m1, &m);
+    assert_int_equal(vd_chain_depth(c), 2);
+    assert_true(vd_chain_writable(c));
+    model_write(&m, c, 512 * KiB, 1 * MiB, 2);
+    model_check(&m, c);
+    mcheck(s, &m1, "v@s1");
+
+    /* Refused: a name in use, another volume's chain, a read-only chain. */
+    unsigned files = count_layer_files(s, NULL);
+    assert_fails(vd_snapshot_create_open(s->st, "v", "s1", c), -EEXIST);
+    assert_fails(vd_snapshot_create_open(s->st, "w", "x", c), -EINVAL);
+    struct vd_chain *ro = sopen(s, "v@s1", 0);
+    assert_fails(vd_snapshot_create_open(s->st, "v", "x", ro), -EINVAL);
+    close_chain(ro);
+    assert_int_equal(count_layer_files(s, NULL), files);
+    assert_int_equal(vd_chain_depth(c), 2);
+    model_write(&m, c, 3 * MiB, 64 * KiB, 3);
+    model_check(&m, c);
+    close_chain(c);
+
+    reopen(s);
+    mcheck(s, &m1, "v@s1");
+    mcheck(s, &m, "v");
+    assert_int_equal(vinfo(s, "v").snapshots, 1);
+    assert_int_equal(vinfo(s, "v").depth, 2);
+    expect_clean(s, NULL);
+    model_free(&m);
+    model_free(&m1);
+}
+
 /* a -> b, rollback a, write, c: a tree with c and b both children of a. */
 static void test_snapshot_list_tree(void **state)
 {
@@ -2467,6 +2512,7 @@ int main(int argc, char **argv)
         T(test_template_remove_while_writing),
         T(test_template_remove_while_writing_here),
         T(test_snapshot_create),
+        T(test_snapshot_create_open),
         T(test_snapshot_list_tree),
         T(test_snapshot_rollback),
         T(test_snapshot_commit),
