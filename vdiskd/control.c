@@ -22,6 +22,7 @@
 #include <sys/epoll.h>
 #include <sys/socket.h>
 #include <sys/time.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -41,6 +42,7 @@ struct ctl_client {
     uint32_t armed;
     bool closing;                 /* close once the output is written */
     bool quit;                    /* "quit": stop the daemon after the reply */
+    uint64_t serial;              /* names it for replies that come later */
     bool dead;
     struct ctl_client *next;
 };
@@ -50,7 +52,12 @@ struct control {
     struct vdiskd *d;
     char *path;
     struct ctl_client *clients;
+    uint64_t next_serial;
 };
+
+/* A command's reply is NULL when it comes later (ctl_reply_later). */
+#define CTL_LATER ((json_t *)&ctl_later_marker)
+static int ctl_later_marker;
 
 /* ---- output ---- */
 
@@ -149,6 +156,7 @@ void control_event(struct vdiskd *d, const char *name, json_t *data)
 /* ---- commands ---- */
 
 typedef json_t *(*ctl_cmd_fn)(struct ctl_client *c, json_t *args);
+typedef json_t *(*ctl_cmd_later_fn)(struct ctl_client *c, json_t *args, json_t *id);
 
 static json_t *cmd_query_version(struct ctl_client *c, json_t *args)
 {
@@ -213,6 +221,136 @@ static json_t *cmd_query_exports(struct ctl_client *c, json_t *args)
     return json_pack("{s:o}", "return", list);
 }
 
+/* Where a reply that comes later goes: the client by serial (it may be
+ * gone by then) and the command's id. */
+struct later {
+    struct task t;                /* run on worker 0: send the reply */
+    struct vdiskd *d;
+    uint64_t serial;
+    json_t *id;
+    json_t *reply;
+};
+
+static void later_send(struct worker *w, struct task *t)
+{
+    struct later *l = (struct later *)t;
+    struct control *ctl = l->d->control;
+    (void)w;
+    struct ctl_client *c = NULL;
+    for (c = ctl ? ctl->clients : NULL; c && c->serial != l->serial; c = c->next)
+        ;
+    if (c && !c->dead) {
+        if (l->id)
+            json_object_set(l->reply, "id", l->id);
+        ctl_send(c, l->reply);
+        l->reply = NULL;
+        ctl_rearm(c);
+    }
+    json_decref(l->reply);
+    json_decref(l->id);
+    free(l);
+}
+
+static json_t *errno_error(int r)
+{
+    return error_obj("GenericError", *vd_errmsg() ? vd_errmsg() : strerror(-r));
+}
+
+static const char *arg_str(json_t *args, const char *key)
+{
+    return json_string_value(json_object_get(args, key));
+}
+
+/* snapshot-create on a served volume runs on the thread that serves it:
+ * the chain lives on that thread's context, and while it runs that
+ * thread's loop does not, so no request of the volume starts meanwhile. */
+struct snap_task {
+    struct later l;
+    struct export *ex;
+    char vol[VD_NAME_MAX + 1], snap[VD_NAME_MAX + 1];
+};
+
+static uint64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static void snap_run(struct worker *w, struct task *t)
+{
+    struct snap_task *st = (struct snap_task *)t;
+    struct vdiskd *d = st->l.d;
+    struct export *ex = st->ex;
+    pthread_mutex_lock(&d->lock);
+    uint64_t t0 = mono_us();
+    int r = vd_snapshot_create_open(d->store, st->vol, st->snap, ex->chain);
+    uint64_t us = mono_us() - t0;
+    if (r == 0)
+        ex->depth = vd_chain_depth(ex->chain);
+    pthread_mutex_unlock(&d->lock);
+    if (r < 0) {
+        vlog(LOG_ERR, "snapshot %s@%s: %s", st->vol, st->snap,
+             *vd_errmsg() ? vd_errmsg() : strerror(-r));
+        st->l.reply = errno_error(r);
+    } else {
+        vlog(LOG_INFO, "snapshot %s@%s taken online on thread %u (I/O paused %llu us)",
+             st->vol, st->snap, w->id, (unsigned long long)us);
+        st->l.reply = json_pack("{s:{s:s,s:s,s:b,s:I}}", "return", "volume", st->vol,
+                                "snapshot", st->snap, "online", 1, "pause-us",
+                                (json_int_t)us);
+    }
+    export_put(d, ex);
+    /* The reply goes out on worker 0, where the control clients live. */
+    struct later *l = malloc(sizeof(*l));
+    if (l) {
+        *l = st->l;
+        l->t.run = later_send;
+        worker_post_task(&d->workers[0], &l->t);
+    } else {
+        json_decref(st->l.reply);
+        json_decref(st->l.id);
+    }
+    free(st);
+}
+
+static json_t *cmd_snapshot_create(struct ctl_client *c, json_t *args, json_t *id)
+{
+    struct vdiskd *d = c->d;
+    const char *vol = arg_str(args, "volume"), *snap = arg_str(args, "name");
+    if (!vol || !snap)
+        return error_obj("GenericError", "snapshot-create needs 'volume' and 'name' (strings)");
+    if (strlen(vol) > VD_NAME_MAX || strlen(snap) > VD_NAME_MAX)
+        return error_obj("GenericError", "name too long");
+    pthread_mutex_lock(&d->lock);
+    struct export *ex = export_find_locked(d, vol);
+    if (!ex || !ex->writable) {
+        /* Not served for writing: the store does it as the CLI would. */
+        int r = vd_snapshot_create(d->store, vol, snap);
+        pthread_mutex_unlock(&d->lock);
+        if (r < 0)
+            return errno_error(r);
+        return json_pack("{s:{s:s,s:s,s:b}}", "return", "volume", vol, "snapshot", snap,
+                         "online", 0);
+    }
+    ex->refs++;   /* kept until the task ran */
+    pthread_mutex_unlock(&d->lock);
+    struct snap_task *t = calloc(1, sizeof(*t));
+    if (!t) {
+        export_put(d, ex);
+        return error_obj("GenericError", "out of memory");
+    }
+    t->l.t.run = snap_run;
+    t->l.d = d;
+    t->l.serial = c->serial;
+    t->l.id = json_incref(id);
+    t->ex = ex;
+    snprintf(t->vol, sizeof(t->vol), "%s", vol);
+    snprintf(t->snap, sizeof(t->snap), "%s", snap);
+    worker_post_task(ex->owner, &t->l.t);
+    return CTL_LATER;
+}
+
 static json_t *cmd_quit(struct ctl_client *c, json_t *args)
 {
     (void)args;
@@ -230,12 +368,14 @@ static json_t *cmd_capabilities(struct ctl_client *c, json_t *args)
 static const struct {
     const char *name;
     ctl_cmd_fn fn;
+    ctl_cmd_later_fn later;       /* instead of fn: may answer later */
 } commands[] = {
-    { "qmp_capabilities", cmd_capabilities },
-    { "query-version", cmd_query_version },
-    { "query-volumes", cmd_query_volumes },
-    { "query-exports", cmd_query_exports },
-    { "quit", cmd_quit },
+    { "snapshot-create", NULL, cmd_snapshot_create },
+    { "qmp_capabilities", cmd_capabilities, NULL },
+    { "query-version", cmd_query_version, NULL },
+    { "query-volumes", cmd_query_volumes, NULL },
+    { "query-exports", cmd_query_exports, NULL },
+    { "quit", cmd_quit, NULL },
 };
 
 static void run_line(struct ctl_client *c, const char *line, size_t len)
@@ -267,7 +407,7 @@ static void run_line(struct ctl_client *c, const char *line, size_t len)
     reply = NULL;
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(commands[i].name, name) == 0) {
-            reply = commands[i].fn(c, args);
+            reply = commands[i].fn ? commands[i].fn(c, args) : commands[i].later(c, args, id);
             break;
         }
     }
@@ -277,6 +417,10 @@ static void run_line(struct ctl_client *c, const char *line, size_t len)
         reply = error_obj("CommandNotFound", msg);
     }
 out:
+    if (reply == CTL_LATER) {
+        json_decref(req);
+        return;
+    }
     if (reply && id)
         json_object_set(reply, "id", id);
     ctl_send(c, reply);
@@ -392,6 +536,7 @@ static void ctl_accept(struct watch *w, uint32_t events)
             free(c);
             continue;
         }
+        c->serial = ++ctl->next_serial;
         c->next = ctl->clients;
         ctl->clients = c;
         unsigned maj = 0, min = 0, mic = 0;

@@ -238,6 +238,14 @@ void export_put(struct vdiskd *d, struct export *ex)
     pthread_mutex_unlock(&d->lock);
 }
 
+struct export *export_find_locked(struct vdiskd *d, const char *name)
+{
+    for (struct export *ex = d->exports; ex; ex = ex->next)
+        if (strcmp(ex->name, name) == 0)
+            return ex;
+    return NULL;
+}
+
 bool export_served_locked(struct vdiskd *d, const char *name)
 {
     for (struct export *ex = d->exports; ex; ex = ex->next)

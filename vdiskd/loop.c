@@ -106,6 +106,35 @@ static void post(struct worker *w, struct client *c)
     worker_wake(w);
 }
 
+void worker_post_task(struct worker *w, struct task *t)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    t->next = w->tasks;
+    w->tasks = t;
+    pthread_mutex_unlock(&w->inbox_lock);
+    worker_wake(w);
+}
+
+/* Runs the tasks posted to w, oldest first. */
+static void run_tasks(struct worker *w)
+{
+    pthread_mutex_lock(&w->inbox_lock);
+    struct task *t = w->tasks, *rev = NULL;
+    w->tasks = NULL;
+    pthread_mutex_unlock(&w->inbox_lock);
+    while (t) {
+        struct task *next = t->next;
+        t->next = rev;
+        rev = t;
+        t = next;
+    }
+    while (rev) {
+        struct task *next = rev->next;
+        rev->run(w, rev);
+        rev = next;
+    }
+}
+
 /* ---- clients ---- */
 
 /* POLLIN/POLLOUT have the values of EPOLLIN/EPOLLOUT on Linux, but say it
@@ -367,6 +396,7 @@ static void wake_io(struct watch *wt, uint32_t events)
         client_attach(w, c);
         c = next;
     }
+    run_tasks(w);
     exports_close_posted(w);
 }
 
@@ -439,6 +469,7 @@ static int worker_run(struct worker *w)
         if (w->id == 0 && stopping(d) && d->listeners)
             listen_close_all(d);
     }
+    run_tasks(w);
     exports_close_posted(w);
     /* Drain any I/O still in the context (none expected: every connection
      * was freed only with nothing in flight). */
@@ -502,6 +533,7 @@ void worker_fini(struct worker *w)
         free(c->peer);
         free(c);
     }
+    run_tasks(w);
     exports_close_posted(w);
     if (w->ctx)
         vd_ctx_free(w->ctx);

@@ -73,7 +73,16 @@ struct worker {
     pthread_mutex_t inbox_lock;
     struct client *inbox;               /* handed over by other threads */
     struct export *close_inbox;         /* exports to close here (exports.c) */
+    struct task *tasks;                 /* work handed over by other threads */
 };
+
+/* Work for a given worker's thread (worker_post_task). */
+struct task {
+    void (*run)(struct worker *w, struct task *t);
+    struct task *next;
+};
+/* Runs t->run on worker w's thread, soon (any thread may call this). */
+void worker_post_task(struct worker *w, struct task *t);
 
 /* The worker of the calling thread (NULL outside the loops: --stdio). */
 extern __thread struct worker *current_worker;
@@ -168,6 +177,9 @@ int export_get(struct vdiskd *d, struct worker *w, const char *name, struct expo
  * export's own worker: from another thread the close is posted to it.
  * Takes d->lock. */
 void export_put(struct vdiskd *d, struct export *ex);
+/* The open export of that name, or NULL (d->lock held; refs may be 0 while
+ * its close is posted: take a reference to keep it). */
+struct export *export_find_locked(struct vdiskd *d, const char *name);
 /* True when an export of that name is open (d->lock held). */
 bool export_served_locked(struct vdiskd *d, const char *name);
 /* Closes the exports posted to worker w (its loop calls this). */
