@@ -279,6 +279,13 @@ void cli_err_store(int err, const char *name, const char *fmt, ...)
 /* As cli_err_store for a failed call on the volume name, but when name is
  * a template and the library's message does not say so, says that,
  * followed by hint when not NULL ("use 'vdisk template rm'"). */
+/* control.c: runs command on the daemon serving the store (its control
+ * socket); 0 with its result in *ret (a reference), or a negative errno
+ * with the daemon's message in err (-ENOENT/-ECONNREFUSED: no daemon). */
+struct json_t;
+int cli_control_call(struct vd_store *st, const char *command, struct json_t *args,
+                     struct json_t **ret, char *err, size_t errlen);
+
 void cli_err_volume(int err, struct vd_store *st, const char *name,
                     const char *hint, const char *what);
 

@@ -6,10 +6,13 @@
  * indentation and marks with '*' the snapshot the volume's present content
  * was started from (the deepest snapshot the library calls current).
  */
+#include <errno.h>
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <jansson.h>
 
 #include "cli.h"
 
@@ -24,7 +27,9 @@ static void create_usage(FILE *f)
     fputs("Usage: vdisk snapshot create VOL SNAP\n"
           "\n"
           "Freezes the present content of the volume VOL as the snapshot\n"
-          "SNAP, in constant time whatever the size of the volume.\n"
+          "SNAP, in constant time whatever the size of the volume.  When a\n"
+          "vdiskd serving this store has VOL open, the daemon takes the\n"
+          "snapshot while it serves the volume (its control socket).\n"
           "\n"
           "      --store DIR   the store (default $VDISK_STORE)\n"
           "  -h, --help        show this help\n", f);
@@ -71,9 +76,36 @@ static int vol_snap_args(int argc, char **argv, const char *cmd,
 
 /* create, rollback and rm: VOL SNAP, one library call, one line said.
  * done is printed with the volume as %1$s and the snapshot as %2$s. */
+/* The volume is open for writing elsewhere: if a vdiskd serving this store
+ * holds it, the daemon does the operation online (control command
+ * `online`).  Closes st. */
+static int online_op(struct vd_store *st, const char *online, const char *vol,
+                     const char *snap, const char *done)
+{
+    char err[512];
+    json_t *args = json_pack("{s:s,s:s}", "volume", vol, "name", snap), *ret = NULL;
+    int r = cli_control_call(st, online, args, &ret, err, sizeof(err));
+    json_decref(args);
+    if (r == 0) {
+        printf(done, vol, snap);
+        json_t *p = json_object_get(ret, "pause-us");
+        if (json_is_true(json_object_get(ret, "online")) && p)
+            printf("  (taken by vdiskd while serving it; I/O paused %.1f ms)\n",
+                   (double)json_integer_value(p) / 1000.0);
+    } else if (r == -ENOENT || r == -ECONNREFUSED) {
+        /* No daemon answers: whoever holds the volume, say so. */
+        cli_err_volume(-EBUSY, st, vol, NULL, vol);
+    } else {
+        cli_err("%s %s@%s: %s", online, vol, snap, err[0] ? err : strerror(-r));
+    }
+    json_decref(ret);
+    vd_store_close(st);
+    return r == 0 ? EXIT_OK : EXIT_ERR;
+}
+
 static int vol_snap_op(int argc, char **argv, const char *cmd, void (*usage)(FILE *),
                        int (*op)(struct vd_store *, const char *, const char *),
-                       const char *done)
+                       const char *online, const char *done)
 {
     struct vd_store *st;
     const char *vol, *snap;
@@ -87,6 +119,8 @@ static int vol_snap_op(int argc, char **argv, const char *cmd, void (*usage)(FIL
     if (cli_store_open(0, &st) < 0)
         return EXIT_ERR;
     ret = op(st, vol, snap);
+    if (ret == -EBUSY && online)
+        return online_op(st, online, vol, snap, done);
     if (ret < 0)
         cli_err_volume(ret, st, vol, NULL, vol);
     else
@@ -98,18 +132,18 @@ static int vol_snap_op(int argc, char **argv, const char *cmd, void (*usage)(FIL
 static int snap_create(int argc, char **argv)
 {
     return vol_snap_op(argc, argv, GROUP " create", create_usage, vd_snapshot_create,
-                       "Created snapshot '%2$s' of volume '%1$s'\n");
+                       "snapshot-create", "Created snapshot '%2$s' of volume '%1$s'\n");
 }
 
 static int snap_rollback(int argc, char **argv)
 {
     return vol_snap_op(argc, argv, GROUP " rollback", rollback_usage, vd_snapshot_rollback,
-                       "Rolled volume '%1$s' back to snapshot '%2$s'\n");
+                       NULL, "Rolled volume '%1$s' back to snapshot '%2$s'\n");
 }
 
 static int snap_rm(int argc, char **argv)
 {
-    return vol_snap_op(argc, argv, GROUP " rm", rm_usage, vd_snapshot_remove,
+    return vol_snap_op(argc, argv, GROUP " rm", rm_usage, vd_snapshot_remove, NULL,
                        "Removed snapshot '%2$s' of volume '%1$s'\n");
 }
 

@@ -4,9 +4,11 @@
 #    on a third sees the data (one shared chain per export);
 #  - a linked clone served read-write while its template is served
 #    read-only to another client, each seeing its own content;
-#  - a volume vdiskd serves read-write is locked: `vdisk snapshot create`
-#    on it fails and names the daemon's pid; once the last client is gone
-#    the lock is released and the snapshot works.
+#  - a volume vdiskd serves read-write is locked: with no control socket
+#    to ask the daemon (--control none), `vdisk snapshot create` on it fails
+#    and names the daemon's pid; once the last client is gone the lock is
+#    released and the snapshot works.  (With the control socket the CLI has
+#    the daemon take it online: test-online-snapshot.sh.)
 NBD_LIB=1
 . tests/integration/test-nbd-lib.sh
 need qemu-io qemu-img
@@ -22,7 +24,7 @@ vdisk io -c 'write -P 0x61 0 1M' base >/dev/null 2>&1 ||
 vdisk template create gold --from base >/dev/null || fail "template"
 vdisk clone gold desk1 >/dev/null || fail "clone"
 
-start_daemon
+start_daemon --control none
 
 echo "== multi-conn: write on 1, flush on 2, read on 3; the CLI lock names the pid"
 "$PY" - "$SOCK" "$VDISK" "$DPID" <<'PYEOF' || fail "multi-conn"

@@ -8,8 +8,9 @@
 #    command was sent is in the snapshot, no write submitted after the reply
 #    is; the reply says online and how long I/O paused; fio verifies clean;
 #  - a second snapshot of the same name is refused, one of a volume nobody
-#    serves is taken offline; the CLI sees the snapshots; `vdisk check` is
-#    clean after the daemon stops.
+#    serves is taken offline; `vdisk snapshot create` on the served volume
+#    has the daemon take it (and reports its error for a name in use); the
+#    CLI sees the snapshots; `vdisk check` is clean after the daemon stops.
 NBD_LIB=1
 . tests/integration/test-nbd-lib.sh
 need fio
@@ -100,9 +101,34 @@ snap.shutdown()
 vol.shutdown()
 PYEOF
 
+echo "== the CLI on a served volume goes through the daemon"
+"$PY" - "$SOCK" "$VDISK" "$STORE" <<'PYEOF' || fail "vdisk snapshot create on a served volume"
+import nbd, subprocess, sys
+sock, vdisk, store = sys.argv[1:4]
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///vm1?socket=" + sock)
+h.pwrite(b"\x77" * 4096, 20 << 20)
+p = subprocess.run([vdisk, "snapshot", "create", "vm1", "s2"],
+                   capture_output=True, text=True)
+print(p.stdout.strip(), p.stderr.strip())
+assert p.returncode == 0 and "taken by vdiskd" in p.stdout, p
+p = subprocess.run([vdisk, "snapshot", "create", "vm1", "s2"],
+                   capture_output=True, text=True)
+print(p.stderr.strip())
+assert p.returncode != 0 and "s2" in p.stderr, p
+h.pwrite(b"\x88" * 4096, 20 << 20)
+s = nbd.NBD()
+s.connect_uri("nbd+unix:///vm1@s2?socket=" + sock)
+assert s.pread(4096, 20 << 20) == b"\x77" * 4096
+assert h.pread(4096, 20 << 20) == b"\x88" * 4096
+s.shutdown()
+h.shutdown()
+PYEOF
+
 wait $FIO || { cat "$TESTDIR/fio.txt"; fail "fio failed across the snapshot"; }
 grep -q "err= 0" "$TESTDIR/fio.txt" || { cat "$TESTDIR/fio.txt"; fail "fio reported errors"; }
 vdisk snapshot list vm1 | grep -q s1 || fail "vdisk snapshot list vm1 does not show s1"
+vdisk snapshot list vm1 | grep -q s2 || fail "vdisk snapshot list vm1 does not show s2"
 grep "taken online" "$TESTDIR/vdiskd.log" || fail "the log does not mention the online snapshot"
 stop_daemon
 vdisk check >"$TESTDIR/check.txt" 2>&1 || { cat "$TESTDIR/check.txt"; fail "vdisk check after the online snapshot"; }
