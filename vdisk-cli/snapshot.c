@@ -37,12 +37,18 @@ static void create_usage(FILE *f)
 
 static void rollback_usage(FILE *f)
 {
-    fputs("Usage: vdisk snapshot rollback VOL SNAP\n"
+    fputs("Usage: vdisk snapshot rollback [--force] VOL SNAP\n"
           "\n"
           "Gives the volume VOL the content of its snapshot SNAP: the changes\n"
           "made since are discarded.  SNAP stays, so one can roll back to it\n"
           "again.  Constant time.\n"
           "\n"
+          "When a vdiskd serving this store has VOL open, the daemon does it;\n"
+          "if clients are connected to VOL it refuses and names them, since\n"
+          "their disk would change under them, unless --force is given: then\n"
+          "it disconnects them first.\n"
+          "\n"
+          "      --force       disconnect VOL's clients and roll back\n"
           "      --store DIR   the store (default $VDISK_STORE)\n"
           "  -h, --help        show this help\n", f);
 }
@@ -79,19 +85,27 @@ static int vol_snap_args(int argc, char **argv, const char *cmd,
 /* The volume is open for writing elsewhere: if a vdiskd serving this store
  * holds it, the daemon does the operation online (control command
  * `online`).  Closes st. */
+static bool rollback_force;   /* vdisk snapshot rollback --force */
+
 static int online_op(struct vd_store *st, const char *online, const char *vol,
                      const char *snap, const char *done)
 {
-    char err[512];
+    char err[1024];
     json_t *args = json_pack("{s:s,s:s}", "volume", vol, "name", snap), *ret = NULL;
+    if (rollback_force)
+        json_object_set_new(args, "force", json_true());
     int r = cli_control_call(st, online, args, &ret, err, sizeof(err));
     json_decref(args);
     if (r == 0) {
         printf(done, vol, snap);
         json_t *p = json_object_get(ret, "pause-us");
+        json_t *dc = json_object_get(ret, "disconnected");
         if (json_is_true(json_object_get(ret, "online")) && p)
             printf("  (taken by vdiskd while serving it; I/O paused %.1f ms)\n",
                    (double)json_integer_value(p) / 1000.0);
+        if (json_is_true(json_object_get(ret, "online")) && dc)
+            printf("  (done by vdiskd; %lld client(s) disconnected)\n",
+                   (long long)json_integer_value(dc));
     } else if (r == -ENOENT || r == -ECONNREFUSED) {
         /* No daemon answers: whoever holds the volume, say so. */
         cli_err_volume(-EBUSY, st, vol, NULL, vol);
@@ -137,8 +151,38 @@ static int snap_create(int argc, char **argv)
 
 static int snap_rollback(int argc, char **argv)
 {
+    /* --force is rollback's own option: take it out before the common
+     * parser sees the rest. */
+    static const struct option opts[] = {
+        { "force", no_argument, NULL, 'f' },
+        CLI_STORE_OPTION,
+        { "help", no_argument, NULL, 'h' },
+        { NULL, 0, NULL, 0 },
+    };
+    int c;
+    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+        switch (c) {
+        case 'f':
+            rollback_force = true;
+            break;
+        case OPT_STORE:
+            cli_set_store(optarg);
+            break;
+        case 'h':
+            rollback_usage(stdout);
+            return EXIT_OK;
+        default:
+            return cli_usage_hint(GROUP " rollback");
+        }
+    }
+    /* The operands stay; the common parser starts again after the
+     * options taken above. */
+    argv[optind - 1] = argv[0];
+    argc -= optind - 1;
+    argv += optind - 1;
+    optind = 0;   /* glibc: reinitialise getopt for this argv */
     return vol_snap_op(argc, argv, GROUP " rollback", rollback_usage, vd_snapshot_rollback,
-                       NULL, "Rolled volume '%1$s' back to snapshot '%2$s'\n");
+                       "snapshot-rollback", "Rolled volume '%1$s' back to snapshot '%2$s'\n");
 }
 
 static int snap_rm(int argc, char **argv)

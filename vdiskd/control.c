@@ -351,6 +351,124 @@ static json_t *cmd_snapshot_create(struct ctl_client *c, json_t *args, json_t *i
     return CTL_LATER;
 }
 
+/* snapshot-rollback on a served volume: its clients' disk changes under
+ * them, so they are disconnected first (only with force), on the thread
+ * that serves it; then the export is closed and the store rolls back. */
+struct rb_task {
+    struct later l;
+    struct export *ex;
+    char vol[VD_NAME_MAX + 1], snap[VD_NAME_MAX + 1];
+};
+
+static void rb_run(struct worker *w, struct task *t)
+{
+    struct rb_task *rt = (struct rb_task *)t;
+    struct vdiskd *d = rt->l.d;
+    struct export *ex = rt->ex;
+    char why[300];
+    snprintf(why, sizeof(why), "volume %s rolled back to snapshot %s (forced)", rt->vol,
+             rt->snap);
+    unsigned n = worker_disconnect_export(w, ex, why);
+    int r;
+    pthread_mutex_lock(&d->lock);
+    if (ex->refs != 1) {
+        /* Someone connected meanwhile (a handshake on another thread). */
+        ex->refs--;
+        pthread_mutex_unlock(&d->lock);
+        rt->l.reply = error_obj("GenericError", "new clients connected to the volume "
+                                                "meanwhile: try again");
+        goto reply;
+    }
+    ex->refs = 0;
+    export_close_locked(d, ex);
+    r = vd_snapshot_rollback(d->store, rt->vol, rt->snap);
+    pthread_mutex_unlock(&d->lock);
+    if (r < 0) {
+        vlog(LOG_ERR, "rollback %s to %s: %s", rt->vol, rt->snap,
+             *vd_errmsg() ? vd_errmsg() : strerror(-r));
+        rt->l.reply = errno_error(r);
+    } else {
+        vlog(LOG_INFO, "volume %s rolled back to snapshot %s (%u client(s) disconnected)",
+             rt->vol, rt->snap, n);
+        rt->l.reply = json_pack("{s:{s:s,s:s,s:b,s:i}}", "return", "volume", rt->vol,
+                                "snapshot", rt->snap, "online", 1, "disconnected", (int)n);
+    }
+reply: {
+        struct later *l = malloc(sizeof(*l));
+        if (l) {
+            *l = rt->l;
+            l->t.run = later_send;
+            worker_post_task(&d->workers[0], &l->t);
+        } else {
+            json_decref(rt->l.reply);
+            json_decref(rt->l.id);
+        }
+        free(rt);
+    }
+}
+
+static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t *id)
+{
+    struct vdiskd *d = c->d;
+    const char *vol = arg_str(args, "volume"), *snap = arg_str(args, "name");
+    json_t *fj = json_object_get(args, "force");
+    if (!vol || !snap || (fj && !json_is_boolean(fj)))
+        return error_obj("GenericError", "snapshot-rollback needs 'volume' and 'name' "
+                                         "(strings) and maybe 'force' (a boolean)");
+    if (strlen(vol) > VD_NAME_MAX || strlen(snap) > VD_NAME_MAX)
+        return error_obj("GenericError", "name too long");
+    pthread_mutex_lock(&d->lock);
+    struct export *ex = export_find_locked(d, vol);
+    if (!ex) {
+        int r = vd_snapshot_rollback(d->store, vol, snap);
+        pthread_mutex_unlock(&d->lock);
+        if (r < 0)
+            return errno_error(r);
+        return json_pack("{s:{s:s,s:s,s:b,s:i}}", "return", "volume", vol, "snapshot", snap,
+                         "online", 0, "disconnected", 0);
+    }
+    if (ex->users && !json_is_true(fj)) {
+        char msg[1024];
+        unsigned n = 0;
+        size_t len = 0;
+        for (const struct client *u = ex->users; u; u = client_user_next(u))
+            n++;
+        len = (size_t)snprintf(msg, sizeof(msg),
+                               "volume '%s' is in use by %u NBD client(s):", vol, n);
+        unsigned shown = 0;
+        for (const struct client *u = ex->users; u && len < sizeof(msg); u = client_user_next(u)) {
+            if (++shown > 8) {
+                len += (size_t)snprintf(msg + len, sizeof(msg) - len, " ...");
+                break;
+            }
+            len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%s %s",
+                                    shown > 1 ? "," : "", client_peer(u));
+        }
+        if (len < sizeof(msg))
+            snprintf(msg + len, sizeof(msg) - len,
+                     "; rolling back changes their disk under them: force disconnects "
+                     "them first (vdisk snapshot rollback --force)");
+        pthread_mutex_unlock(&d->lock);
+        return error_obj("GenericError", msg);
+    }
+    ex->refs++;   /* kept until the task ran */
+    pthread_mutex_unlock(&d->lock);
+    struct rb_task *t = calloc(1, sizeof(*t));
+    if (!t) {
+        export_put(d, ex);
+        return error_obj("GenericError", "out of memory");
+    }
+    t->l.t.run = rb_run;
+    t->l.d = d;
+    t->l.serial = c->serial;
+    t->l.id = json_incref(id);
+    t->ex = ex;
+    snprintf(t->vol, sizeof(t->vol), "%s", vol);
+    snprintf(t->snap, sizeof(t->snap), "%s", snap);
+    worker_post_task(ex->owner, &t->l.t);
+    return CTL_LATER;
+}
+
 static json_t *cmd_quit(struct ctl_client *c, json_t *args)
 {
     (void)args;
@@ -371,6 +489,7 @@ static const struct {
     ctl_cmd_later_fn later;       /* instead of fn: may answer later */
 } commands[] = {
     { "snapshot-create", NULL, cmd_snapshot_create },
+    { "snapshot-rollback", NULL, cmd_snapshot_rollback },
     { "qmp_capabilities", cmd_capabilities, NULL },
     { "query-version", cmd_query_version, NULL },
     { "query-volumes", cmd_query_volumes, NULL },

@@ -191,7 +191,7 @@ fail:
     return r;
 }
 
-static void export_close(struct vdiskd *d, struct export *ex)
+void export_close_locked(struct vdiskd *d, struct export *ex)
 {
     struct export **pp;
     for (pp = &d->exports; *pp; pp = &(*pp)->next) {
@@ -227,7 +227,7 @@ void export_put(struct vdiskd *d, struct export *ex)
     if (--ex->refs == 0) {
         struct worker *w = current_worker;
         if (!w || w == ex->owner) {
-            export_close(d, ex);
+            export_close_locked(d, ex);
         } else if (!ex->close_posted) {
             ex->close_posted = true;
             ex->close_next = ex->owner->close_inbox;
@@ -263,7 +263,7 @@ void exports_close_posted(struct worker *w)
         w->close_inbox = ex->close_next;
         ex->close_posted = false;
         if (ex->refs == 0)
-            export_close(d, ex);
+            export_close_locked(d, ex);
     }
     pthread_mutex_unlock(&d->lock);
 }
@@ -272,7 +272,7 @@ void exports_close_all(struct vdiskd *d)
 {
     pthread_mutex_lock(&d->lock);
     while (d->exports)
-        export_close(d, d->exports);
+        export_close_locked(d, d->exports);
     pthread_mutex_unlock(&d->lock);
 }
 

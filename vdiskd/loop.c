@@ -58,7 +58,47 @@ struct client {
     struct client *dirty_next;
     time_t started;
     struct client *next;        /* wk->clients or an inbox */
+    struct export *user_of;     /* on that export's users list (d->lock) */
+    struct client *user_next;
 };
+
+/* The export's list of connections, for messages naming them. */
+static void user_add(struct vdiskd *d, struct client *c)
+{
+    struct export *ex = nbds_conn_export_handle(c->conn);
+    if (!ex || c->user_of)
+        return;
+    pthread_mutex_lock(&d->lock);
+    c->user_of = ex;
+    c->user_next = ex->users;
+    ex->users = c;
+    pthread_mutex_unlock(&d->lock);
+}
+
+static void user_del(struct vdiskd *d, struct client *c)
+{
+    if (!c->user_of)
+        return;
+    pthread_mutex_lock(&d->lock);
+    for (struct client **pp = &c->user_of->users; *pp; pp = &(*pp)->user_next) {
+        if (*pp == c) {
+            *pp = c->user_next;
+            break;
+        }
+    }
+    c->user_of = NULL;
+    pthread_mutex_unlock(&d->lock);
+}
+
+const char *client_peer(const struct client *c)
+{
+    return c->peer;
+}
+
+struct client *client_user_next(const struct client *c)
+{
+    return c->user_next;
+}
 
 static bool stopping(const struct vdiskd *d)
 {
@@ -190,6 +230,7 @@ static void client_unlink(struct client *c)
 
 static void client_destroy(struct vdiskd *d, struct client *c)
 {
+    user_del(d, c);
     if (c->conn) {
         vlog(LOG_DEBUG, "%s: disconnected", c->peer);
         nbds_conn_free(c->conn);
@@ -213,6 +254,7 @@ static bool client_place(struct client *c)
     struct export *ex = nbds_conn_export_handle(c->conn);
     if (!ex || ex->owner == c->wk) {
         nbds_conn_resume(c->conn);
+        user_add(c->wk->d, c);
         return false;
     }
     client_unlink(c);
@@ -296,6 +338,7 @@ static void client_attach(struct worker *w, struct client *c)
             abort();
         }
         nbds_conn_resume(c->conn);
+        user_add(w->d, c);
         vlog(LOG_DEBUG, "%s: moved to thread %u for export %s", c->peer, w->id,
              nbds_conn_export(c->conn));
     }
@@ -351,6 +394,32 @@ static void clients_reap(struct worker *w)
             client_destroy(w->d, c);
         }
     }
+}
+
+unsigned worker_disconnect_export(struct worker *w, struct export *ex, const char *why)
+{
+    unsigned n = 0;
+    for (struct client *c = w->clients; c; c = c->next) {
+        if (!c->ended && nbds_conn_export_handle(c->conn) == ex) {
+            vlog(LOG_WARNING, "%s: disconnected: %s", c->peer, why);
+            client_end(c);
+            n++;
+        }
+    }
+    /* Their requests in flight finish (the replies go nowhere), then the
+     * connections are freed, which releases the export. */
+    for (;;) {
+        bool busy = false;
+        for (struct client *c = w->clients; c && !busy; c = c->next)
+            busy = c->ended && nbds_conn_inflight(c->conn) > 0 &&
+                   nbds_conn_export_handle(c->conn) == ex;
+        if (!busy)
+            break;
+        if (vd_ctx_poll(w->ctx, -1) < 0)
+            break;
+    }
+    clients_reap(w);
+    return n;
 }
 
 /* ---- the contexts, the inboxes and signals ---- */

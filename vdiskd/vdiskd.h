@@ -125,6 +125,13 @@ int loop_run(struct vdiskd *d);
 int client_start(struct vdiskd *d, int fd, const char *peer);
 /* nbds_config.notify: a completion queued a reply. */
 void client_notify(void *opaque, struct nbds_conn *c);
+/* Disconnects every connection of worker w using ex (its owner), waits
+ * for their requests in flight and frees them; returns how many.  Runs on
+ * w's thread, without d->lock. */
+unsigned worker_disconnect_export(struct worker *w, struct export *ex, const char *why);
+/* An export's users (d->lock held): the peer of each, and the next. */
+const char *client_peer(const struct client *c);
+struct client *client_user_next(const struct client *c);
 /* Stops the daemon as SIGTERM does (worker 0 only); why goes to the log
  * and the SHUTDOWN event. */
 void vdiskd_stop(struct vdiskd *d, const char *why);
@@ -165,6 +172,7 @@ struct export {
     struct vdiskd *d;
     struct export *next;
     bool close_posted;                  /* on owner->close_inbox */
+    struct client *users;               /* its connections (loop.c) */
     struct export *close_next;
 };
 
@@ -182,6 +190,9 @@ void export_put(struct vdiskd *d, struct export *ex);
 struct export *export_find_locked(struct vdiskd *d, const char *name);
 /* True when an export of that name is open (d->lock held). */
 bool export_served_locked(struct vdiskd *d, const char *name);
+/* Takes ex out of the table and closes its chain (d->lock held, on its
+ * owner's thread, nothing in flight). */
+void export_close_locked(struct vdiskd *d, struct export *ex);
 /* Closes the exports posted to worker w (its loop calls this). */
 void exports_close_posted(struct worker *w);
 /* Adds every volume, snapshot and template version to an NBD_OPT_LIST.

@@ -10,7 +10,12 @@
 #  - a second snapshot of the same name is refused, one of a volume nobody
 #    serves is taken offline; `vdisk snapshot create` on the served volume
 #    has the daemon take it (and reports its error for a name in use); the
-#    CLI sees the snapshots; `vdisk check` is clean after the daemon stops.
+#    CLI sees the snapshots;
+#  - rollback of the served volume: refused while a client is connected,
+#    naming it; with --force the client is disconnected and the volume
+#    reads as the snapshot through a new connection; a volume nobody serves
+#    is rolled back offline;
+#  - `vdisk check` is clean after the daemon stops.
 NBD_LIB=1
 . tests/integration/test-nbd-lib.sh
 need fio
@@ -127,6 +132,52 @@ PYEOF
 
 wait $FIO || { cat "$TESTDIR/fio.txt"; fail "fio failed across the snapshot"; }
 grep -q "err= 0" "$TESTDIR/fio.txt" || { cat "$TESTDIR/fio.txt"; fail "fio reported errors"; }
+echo "== rollback of a served volume: refused naming its clients, --force disconnects them"
+"$PY" - "$SOCK" "$VDISK" "$STORE/control.sock" <<'PYEOF' || fail "online rollback"
+import json, nbd, socket, subprocess, sys
+sock, vdisk, ctl = sys.argv[1:4]
+h = nbd.NBD()
+h.connect_uri("nbd+unix:///vm1?socket=" + sock)
+assert h.pread(4096, 20 << 20) == b"\x88" * 4096
+p = subprocess.run([vdisk, "snapshot", "rollback", "vm1", "s1"], capture_output=True, text=True)
+print(p.stderr.strip())
+assert p.returncode != 0 and "in use by 1 NBD client" in p.stderr and "unix:uid=" in p.stderr, p
+assert h.pread(4096, 20 << 20) == b"\x88" * 4096      # still served, unchanged
+p = subprocess.run([vdisk, "snapshot", "rollback", "vm1", "s1", "--force"],
+                   capture_output=True, text=True)
+print(p.stdout.strip(), p.stderr.strip())
+assert p.returncode == 0 and "1 client(s) disconnected" in p.stdout, p
+try:
+    h.pread(4096, 0)
+    raise SystemExit("the client of the rolled back volume was not disconnected")
+except nbd.Error as e:
+    print("old client:", e)
+v = nbd.NBD()
+v.connect_uri("nbd+unix:///vm1?socket=" + sock)
+s1 = nbd.NBD()
+s1.connect_uri("nbd+unix:///vm1@s1?socket=" + sock)
+for off in range(0, 64 << 20, 1 << 20):
+    assert v.pread(1 << 20, off) == s1.pread(1 << 20, off), "vm1 differs from s1 at %d" % off
+v.pwrite(b"\x99" * 4096, 0)
+assert v.pread(4096, 0) == b"\x99" * 4096
+v.shutdown()
+s1.shutdown()
+# A volume nobody serves is rolled back offline.
+c = socket.socket(socket.AF_UNIX)
+c.connect(ctl)
+f = c.makefile("rwb")
+f.readline()
+f.write(b'{"execute":"snapshot-rollback","arguments":{"volume":"idle","name":"cold"}}\n')
+f.flush()
+r = json.loads(f.readline())
+assert r["return"]["online"] is False, r
+f.write(b'{"execute":"snapshot-rollback","arguments":{"volume":"vm1","name":"s1","force":"yes"}}\n')
+f.flush()
+r = json.loads(f.readline())
+assert r["error"]["class"] == "GenericError", r
+PYEOF
+grep "rolled back under\|rolled back to snapshot" "$TESTDIR/vdiskd.log" || fail "the log does not mention the forced rollback"
+
 vdisk snapshot list vm1 | grep -q s1 || fail "vdisk snapshot list vm1 does not show s1"
 vdisk snapshot list vm1 | grep -q s2 || fail "vdisk snapshot list vm1 does not show s2"
 grep "taken online" "$TESTDIR/vdiskd.log" || fail "the log does not mention the online snapshot"
