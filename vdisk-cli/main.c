@@ -11,6 +11,8 @@
 
 /* serve.c: execs vdiskd (its options are vdiskd's: `vdisk serve --help`). */
 int cmd_serve(int argc, char **argv);
+/* stats.c: the counters of the vdiskd serving the store. */
+int cmd_stats(int argc, char **argv);
 
 static const struct cli_cmd commands[] = {
     { "create", vol_create,
@@ -31,6 +33,7 @@ static const struct cli_cmd commands[] = {
     { "clone", vol_clone, "clone [--full] [-p] TPL[@VERSION] VOL" },
     { "flatten", vol_flatten, "flatten [-p] VOL" },
     { "df", store_df, "df [--output human|json]" },
+    { "stats", cmd_stats, "stats [--watch] [--output human|json] (a running vdiskd's counters)" },
     { "serve", cmd_serve,
       "serve [--listen unix:PATH|tcp:HOST[:PORT]]... [--read-only] [-f] ... (runs vdiskd)" },
     { "img", cmd_img, "img create|info|check|map|convert|compare ..." },

@@ -13,12 +13,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vdiskd.h"
 
+/* ---- statistics: every request ends in finish() ---- */
+
+#define ADD(x, n) __atomic_add_fetch(&(x), (n), __ATOMIC_RELAXED)
+
+static void started(struct export *ex)
+{
+    ADD(ex->st.started, 1);
+}
+
+static void finish(struct export *ex, struct nbds_req *r, int result)
+{
+    struct nbds_req_info ri;
+    struct timespec ts;
+    nbds_req_get_info(r, &ri);
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t us = now > ri.start_ns ? (now - ri.start_ns) / 1000u : 0;
+    unsigned k = 0;
+    while (k + 1 < STAT_LAT_BUCKETS && (us >> (k + 1)) != 0)
+        k++;
+    static const int kinds[] = { [0] = ST_READ, [1] = ST_WRITE, [3] = ST_FLUSH, [4] = ST_TRIM,
+                                 [5] = ST_CACHE, [6] = ST_ZERO };
+    if (ri.type < sizeof(kinds) / sizeof(kinds[0]) && ri.type != 2)
+        ADD(ex->st.ops[kinds[ri.type]], 1);
+    if (result < 0)
+        ADD(ex->st.errors, 1);
+    else if (ri.type == 0)
+        ADD(ex->st.bytes_read, ri.len);
+    else if (ri.type == 1)
+        ADD(ex->st.bytes_written, ri.len);
+    ADD(ex->st.lat[k], 1);
+    ADD(ex->st.completed, 1);
+    nbds_req_done(r, result);
+}
+
+/* The completion of one vd_aio_* call: the request, and its export. */
 static void done_cb(void *opaque, int result)
 {
-    nbds_req_done(opaque, result);
+    struct nbds_req *r = opaque;
+    finish(nbds_req_export(r), r, result);
 }
 
 static int be_list(void *server_opaque, struct nbds_conn *c, struct nbds_list *l)
@@ -76,27 +114,30 @@ static void be_close(void *h)
 static void be_read(void *h, struct nbds_req *r, void *buf, uint64_t off, uint32_t len)
 {
     struct export *ex = h;
+    started(ex);
     int e = vd_aio_read(ex->chain, buf, off, len, done_cb, r);
     if (e < 0)
-        nbds_req_done(r, e);
+        finish(ex, r, e);
 }
 
 static void be_write(void *h, struct nbds_req *r, const void *buf, uint64_t off,
                      uint32_t len, unsigned flags)
 {
     struct export *ex = h;
+    started(ex);
     int e = vd_aio_write(ex->chain, buf, off, len,
                          (flags & NBDS_FLAG_FUA) ? VD_IO_FUA : 0, done_cb, r);
     if (e < 0)
-        nbds_req_done(r, e);
+        finish(ex, r, e);
 }
 
 static void be_flush(void *h, struct nbds_req *r)
 {
     struct export *ex = h;
+    started(ex);
     int e = vd_aio_flush(ex->chain, done_cb, r);
     if (e < 0)
-        nbds_req_done(r, e);
+        finish(ex, r, e);
 }
 
 /* TRIM with FUA: the discard, then a flush. */
@@ -109,22 +150,24 @@ static void trim_fua_cb(void *opaque, int result)
 {
     struct trim_fua *t = opaque;
     struct nbds_req *r = t->r;
+    struct export *ex = t->ex;
     int e = result;
     if (e == 0)
-        e = vd_aio_flush(t->ex->chain, done_cb, r);
+        e = vd_aio_flush(ex->chain, done_cb, r);
     free(t);
     if (e != 0 || result != 0)
-        nbds_req_done(r, e);
+        finish(ex, r, e);
 }
 
 static void be_trim(void *h, struct nbds_req *r, uint64_t off, uint32_t len, unsigned flags)
 {
     struct export *ex = h;
+    started(ex);
     int e;
     if (flags & NBDS_FLAG_FUA) {
         struct trim_fua *t = malloc(sizeof(*t));
         if (!t) {
-            nbds_req_done(r, -ENOMEM);
+            finish(ex, r, -ENOMEM);
             return;
         }
         t->ex = ex;
@@ -136,23 +179,24 @@ static void be_trim(void *h, struct nbds_req *r, uint64_t off, uint32_t len, uns
         e = vd_aio_discard(ex->chain, off, len, done_cb, r);
     }
     if (e < 0)
-        nbds_req_done(r, e);
+        finish(ex, r, e);
 }
 
 static void be_zero(void *h, struct nbds_req *r, uint64_t off, uint32_t len, unsigned flags)
 {
     struct export *ex = h;
+    started(ex);
     /* Zeroing whole 4 KiB sub-blocks only changes their state in the index
      * (no data written): that is the fast case.  A partial sub-block needs
      * a read-modify-write, which FAST_ZERO must refuse (proto.md). */
     if ((flags & NBDS_FLAG_FAST_ZERO) && ((off | len) & (VD_SUBBLOCK_SIZE - 1))) {
-        nbds_req_done(r, -ENOTSUP);
+        finish(ex, r, -ENOTSUP);
         return;
     }
     int e = vd_aio_zero(ex->chain, off, len, (flags & NBDS_FLAG_FUA) ? VD_IO_FUA : 0,
                         done_cb, r);
     if (e < 0)
-        nbds_req_done(r, e);
+        finish(ex, r, e);
 }
 
 /* NBD_CMD_CACHE is advice (proto.md: the server may do nothing).  Layers
@@ -160,10 +204,11 @@ static void be_zero(void *h, struct nbds_req *r, uint64_t off, uint32_t len, uns
  * later, so there is nothing to warm yet: succeed at once. */
 static void be_cache(void *h, struct nbds_req *r, uint64_t off, uint32_t len)
 {
-    (void)h;
+    struct export *ex = h;
     (void)off;
     (void)len;
-    nbds_req_done(r, 0);
+    started(ex);
+    finish(ex, r, 0);
 }
 
 static uint32_t extent_flags(enum nbds_meta_context ctx, const struct vd_extent *e)

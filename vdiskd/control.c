@@ -469,6 +469,66 @@ static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t 
     return CTL_LATER;
 }
 
+#define GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
+
+/* The upper bound (us) of the bucket holding the q-th quantile (0..1). */
+static json_int_t lat_quantile(const uint64_t *h, uint64_t total, double q)
+{
+    if (!total)
+        return 0;
+    uint64_t want = (uint64_t)((double)total * q), seen = 0;
+    if (want >= total)
+        want = total - 1;
+    for (unsigned k = 0; k < STAT_LAT_BUCKETS; k++) {
+        seen += h[k];
+        if (seen > want)
+            return (json_int_t)1 << (k + 1);
+    }
+    return (json_int_t)1 << STAT_LAT_BUCKETS;
+}
+
+static json_t *cmd_query_stats(struct ctl_client *c, json_t *args)
+{
+    struct vdiskd *d = c->d;
+    (void)args;
+    static const char *kinds[ST_KINDS] = { "read", "write", "flush", "trim", "zero", "cache" };
+    json_t *list = json_array();
+    time_t now = time(NULL);
+    pthread_mutex_lock(&d->lock);
+    for (struct export *ex = d->exports; ex; ex = ex->next) {
+        if (ex->refs == 0)
+            continue;
+        uint64_t h[STAT_LAT_BUCKETS], total = 0;
+        for (unsigned k = 0; k < STAT_LAT_BUCKETS; k++)
+            total += (h[k] = GET(ex->st.lat[k]));
+        uint64_t started = GET(ex->st.started), completed = GET(ex->st.completed);
+        json_t *ops = json_object();
+        for (unsigned k = 0; k < ST_KINDS; k++)
+            json_object_set_new(ops, kinds[k], json_integer((json_int_t)GET(ex->st.ops[k])));
+        unsigned top = 0;
+        for (unsigned k = 0; k < STAT_LAT_BUCKETS; k++)
+            if (h[k])
+                top = k;
+        json_t *o = json_pack(
+            "{s:s,s:o,s:I,s:I,s:I,s:I,s:I,s:i,s:i,s:{s:I,s:I,s:I,s:I}}", "name", ex->name,
+            "ops", ops, "read-bytes", (json_int_t)GET(ex->st.bytes_read), "written-bytes",
+            (json_int_t)GET(ex->st.bytes_written), "errors", (json_int_t)GET(ex->st.errors),
+            "in-flight", (json_int_t)(started - completed), "seconds",
+            (json_int_t)(now - ex->opened), "connections", (int)ex->refs, "thread",
+            (int)ex->owner->id, "latency-us", "p50", lat_quantile(h, total, 0.5), "p90",
+            lat_quantile(h, total, 0.9), "p99", lat_quantile(h, total, 0.99), "max",
+            total ? (json_int_t)1 << (top + 1) : 0);
+        /* Space: what the volume's own layers hold. */
+        struct vd_volume_info vi;
+        if (o && ex->writable && vd_volume_info(d->store, ex->name, &vi) == 0)
+            json_object_set_new(o, "allocated", json_integer((json_int_t)vi.allocated));
+        json_array_append_new(list, o);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return json_pack("{s:{s:o,s:I}}", "return", "exports", list, "connections",
+                     (json_int_t)__atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
+}
+
 static json_t *cmd_quit(struct ctl_client *c, json_t *args)
 {
     (void)args;
@@ -494,6 +554,7 @@ static const struct {
     { "query-version", cmd_query_version, NULL },
     { "query-volumes", cmd_query_volumes, NULL },
     { "query-exports", cmd_query_exports, NULL },
+    { "query-stats", cmd_query_stats, NULL },
     { "quit", cmd_quit, NULL },
 };
 

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "vdiskd.h"
 
@@ -175,6 +176,7 @@ static int export_get_locked(struct vdiskd *d, struct worker *w, const char *nam
     }
     ex->writable = vd_chain_writable(ex->chain);
     ex->size = vd_chain_size(ex->chain);
+    ex->opened = time(NULL);
     ex->depth = vd_chain_depth(ex->chain);
     ex->refs = 1;
     ex->d = d;

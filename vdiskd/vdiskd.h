@@ -160,6 +160,20 @@ int unix_listen(const char *path, mode_t mode, gid_t gid, int *out);
 
 /* ---- exports.c: names to open chains ---- */
 
+/* Counters of an export's requests, written by its thread and read by the
+ * control API's (relaxed atomics: each counter is exact, a reading of
+ * several is not one instant). */
+#define STAT_LAT_BUCKETS 32             /* log2 of microseconds */
+enum stat_kind { ST_READ, ST_WRITE, ST_FLUSH, ST_TRIM, ST_ZERO, ST_CACHE, ST_KINDS };
+struct export_stats {
+    uint64_t ops[ST_KINDS];             /* completed */
+    uint64_t started;
+    uint64_t completed;
+    uint64_t errors;
+    uint64_t bytes_read, bytes_written;
+    uint64_t lat[STAT_LAT_BUCKETS];     /* [k]: latency < 2^(k+1) us */
+};
+
 struct export {
     char *name;
     struct vd_chain *chain;             /* opened on owner->ctx */
@@ -173,6 +187,8 @@ struct export {
     struct export *next;
     bool close_posted;                  /* on owner->close_inbox */
     struct client *users;               /* its connections (loop.c) */
+    struct export_stats st;
+    time_t opened;
     struct export *close_next;
 };
 

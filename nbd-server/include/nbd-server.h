@@ -101,6 +101,18 @@ struct nbds_backend {
                         struct nbds_extent *ext, size_t max);
 };
 
+/* What a request is, for a backend's statistics.  type is the NBD command
+ * number (proto.md: 0 READ, 1 WRITE, 3 FLUSH, 4 TRIM, 5 CACHE, 6
+ * WRITE_ZEROES); start_ns is CLOCK_MONOTONIC when it was dispatched. */
+struct nbds_req_info {
+    unsigned type;
+    uint32_t len;
+    uint64_t start_ns;
+};
+void nbds_req_get_info(const struct nbds_req *r, struct nbds_req_info *out);
+/* The export handle the request is for (the backend's open() gave it). */
+void *nbds_req_export(const struct nbds_req *r);
+
 /* Completes a request: err is 0 or a negative errno (mapped to the NBD
  * error codes: EPERM, EIO, ENOMEM, EINVAL, ENOSPC, EOVERFLOW, ENOTSUP,
  * ESHUTDOWN; others become EIO). */

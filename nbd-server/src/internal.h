@@ -59,6 +59,7 @@ struct nbds_req {
     int refuse;           /* WRITE refused: payload discarded, then this error */
     const char *msg;      /* why it was refused */
     void *buf;
+    uint64_t start_ns;    /* dispatched (CLOCK_MONOTONIC) */
 };
 
 struct nbds_conn {

@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "internal.h"
 
@@ -371,6 +372,9 @@ static void dispatch(struct nbds_conn *c, struct nbds_req *r)
         }
     }
     c->inflight++;
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    r->start_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     switch (r->type) {
     case NBD_CMD_READ: b->read(c->export, r, r->buf, r->off, r->len); break;
     case NBD_CMD_WRITE: b->write(c->export, r, r->buf, r->off, r->len, fl); break;
@@ -447,6 +451,18 @@ void nbds_tx_payload_done(struct nbds_conn *c)
         return;
     }
     dispatch(c, r);
+}
+
+void nbds_req_get_info(const struct nbds_req *r, struct nbds_req_info *out)
+{
+    out->type = r->type;
+    out->len = r->len;
+    out->start_ns = r->start_ns;
+}
+
+void *nbds_req_export(const struct nbds_req *r)
+{
+    return r->conn->export;
 }
 
 void nbds_req_done(struct nbds_req *r, int err)

@@ -7,7 +7,8 @@
 #    several commands in one write answered in order;
 #  - query-version, query-volumes (served or not, linked clones),
 #    query-exports (connections and thread while NBD clients are
-#    connected);
+#    connected), query-stats (exact operation and byte counts, latency
+#    percentiles, allocation) and `vdisk stats` (table, JSON, --watch);
 #  - bad input: not JSON, not an object, no "execute", "arguments" not an
 #    object, an unknown command, a line over 1 MiB (error, then closed):
 #    each gets an error of the right class and the daemon keeps serving;
@@ -90,6 +91,45 @@ assert ex["gold"]["connections"] == 1 and not ex["gold"]["writable"], ex
 assert ex["vm1"]["thread"] in (0, 1) and ex["vm1"]["size"] == 16 << 20, ex
 vols = {v["name"]: v for v in c.cmd("query-volumes")["return"]}
 assert vols["vm1"]["served"] and not vols["desk1"]["served"], vols
+
+# query-stats: exact counts of what was done on vm1 so far, and latencies.
+for i in range(9):
+    hs[1].pwrite(b"\x22" * 8192, (1 << 20) + i * 8192)
+for i in range(5):
+    hs[1].pread(4096, 0)
+hs[0].flush()
+st = {e["name"]: e for e in c.cmd("query-stats")["return"]["exports"]}
+print("stats vm1:", st["vm1"])
+v = st["vm1"]
+assert v["ops"]["write"] == 10 and v["ops"]["read"] == 5 and v["ops"]["flush"] == 1, v
+assert v["written-bytes"] == 4096 + 9 * 8192 and v["read-bytes"] == 5 * 4096, v
+assert v["in-flight"] == 0 and v["errors"] == 0 and v["connections"] == 2, v
+lat = v["latency-us"]
+assert 0 < lat["p50"] <= lat["p90"] <= lat["p99"] <= lat["max"], lat
+assert v["allocated"] >= 4096 + 9 * 8192, v
+assert st["gold"]["ops"]["write"] == 0 and "allocated" not in st["gold"], st["gold"]
+# An error is counted: an unaligned write, which the disk layer refuses
+# (strict mode off, so that libnbd sends it).
+hs[1].set_strict_mode(0)
+try:
+    hs[1].pwrite(b"x" * 100, 1)
+    raise SystemExit("an unaligned write was accepted")
+except nbd.Error:
+    pass
+st = {e["name"]: e for e in c.cmd("query-stats")["return"]["exports"]}
+assert st["vm1"]["errors"] == 1 and st["vm1"]["ops"]["write"] == 11, st["vm1"]
+
+# vdisk stats: the same counters, as a table, as JSON, and --watch.
+import os, subprocess
+vdisk = os.environ.get("VDISK", "build/bin/vdisk")
+p = subprocess.run([vdisk, "stats"], capture_output=True, text=True)
+print(p.stdout)
+assert p.returncode == 0 and "vm1" in p.stdout and "P99us" in p.stdout, p
+p = subprocess.run([vdisk, "stats", "--output", "json"], capture_output=True, text=True)
+j = json.loads(p.stdout)
+assert {e["name"] for e in j["exports"]} == {"vm1", "gold"}, j
+p = subprocess.run(["timeout", "2.5", vdisk, "stats", "--watch"], capture_output=True, text=True)
+assert p.stdout.count("EXPORT") >= 2 and "OPS/s" in p.stdout, p.stdout
 
 # Bad input: each gets an error, the connection and the daemon go on.
 c.send("this is not json\n")
