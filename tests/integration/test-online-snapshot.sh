@@ -14,7 +14,9 @@
 #  - rollback of the served volume: refused while a client is connected,
 #    naming it; with --force the client is disconnected and the volume
 #    reads as the snapshot through a new connection; a volume nobody serves
-#    is rolled back offline;
+#    is rolled back offline; again with fio writing to the volume (fio is
+#    disconnected, the volume reads as the snapshot) while a verifying fio
+#    job on another volume goes on without an error;
 #  - `vdisk check` is clean after the daemon stops.
 NBD_LIB=1
 . tests/integration/test-nbd-lib.sh
@@ -177,6 +179,35 @@ r = json.loads(f.readline())
 assert r["error"]["class"] == "GenericError", r
 PYEOF
 grep "rolled back under\|rolled back to snapshot" "$TESTDIR/vdiskd.log" || fail "the log does not mention the forced rollback"
+
+echo "== forced rollback under fio load; another volume's fio job is not disturbed"
+vdisk snapshot create idle base2 >/dev/null || fail "snapshot of idle"
+fio --name=victim --ioengine=nbd --uri="$(uri vm1)" --size=64M --rw=randwrite --bs=4k \
+    --iodepth=16 --time_based --runtime=6 --output="$TESTDIR/fio-victim.txt" &
+VICTIM=$!
+fio --name=bystander --ioengine=nbd --uri="$(uri idle)" --size=16M --rw=randwrite --bs=4k \
+    --iodepth=16 --time_based --runtime=4 --verify=crc32c --do_verify=1 --verify_fatal=1 \
+    --verify_state_save=0 --output="$TESTDIR/fio-bystander.txt" &
+BYSTANDER=$!
+sleep 1.5
+vdisk snapshot rollback --force vm1 s1 >"$TESTDIR/rb.txt" 2>&1 || { cat "$TESTDIR/rb.txt"; fail "rollback --force under load"; }
+cat "$TESTDIR/rb.txt"
+grep -q "1 client(s) disconnected" "$TESTDIR/rb.txt" || fail "the fio client was not disconnected"
+if wait $VICTIM; then
+    fail "fio on the rolled back volume did not notice its disconnection"
+fi
+wait $BYSTANDER || { cat "$TESTDIR/fio-bystander.txt"; fail "fio on another volume failed during the rollback"; }
+grep -q "err= 0" "$TESTDIR/fio-bystander.txt" || { cat "$TESTDIR/fio-bystander.txt"; fail "fio on another volume reported errors"; }
+"$PY" - "$SOCK" <<'PYEOF' || fail "vm1 after the rollback under load"
+import nbd, sys
+u = "nbd+unix:///%s?socket=" + sys.argv[1]
+v, s1 = nbd.NBD(), nbd.NBD()
+v.connect_uri(u % "vm1")
+s1.connect_uri(u % "vm1@s1")
+for off in range(0, 64 << 20, 1 << 20):
+    assert v.pread(1 << 20, off) == s1.pread(1 << 20, off), "vm1 differs from s1 at %d" % off
+print("vm1 reads as s1 after the forced rollback under load")
+PYEOF
 
 vdisk snapshot list vm1 | grep -q s1 || fail "vdisk snapshot list vm1 does not show s1"
 vdisk snapshot list vm1 | grep -q s2 || fail "vdisk snapshot list vm1 does not show s2"
