@@ -261,14 +261,51 @@ static const char *arg_str(json_t *args, const char *key)
     return json_string_value(json_object_get(args, key));
 }
 
-/* snapshot-create on a served volume runs on the thread that serves it:
- * the chain lives on that thread's context, and while it runs that
- * thread's loop does not, so no request of the volume starts meanwhile. */
-struct snap_task {
+/* An operation on a served volume, run on the thread that serves it: the
+ * chain lives on that thread's context, and while it runs that thread's
+ * loop does not, so no request of the volume starts meanwhile. */
+struct vol_task {
     struct later l;
-    struct export *ex;
+    struct export *ex;            /* a reference, dropped by the task */
     char vol[VD_NAME_MAX + 1], snap[VD_NAME_MAX + 1];
 };
+
+/* Sends a task's reply (l->reply) from worker 0, where the control clients
+ * live. */
+static void later_post(struct later *src)
+{
+    struct later *l = malloc(sizeof(*l));
+    if (!l) {
+        json_decref(src->reply);
+        json_decref(src->id);
+        return;
+    }
+    *l = *src;
+    l->t.run = later_send;
+    worker_post_task(&src->d->workers[0], &l->t);
+}
+
+/* Posts run for volume vol (snapshot snap) to ex's thread; takes the
+ * reference to ex the caller holds.  Returns CTL_LATER or an error reply. */
+static json_t *post_vol_task(struct ctl_client *c, struct export *ex, json_t *id,
+                             const char *vol, const char *snap,
+                             void (*run)(struct worker *w, struct task *t))
+{
+    struct vol_task *t = calloc(1, sizeof(*t));
+    if (!t) {
+        export_put(c->d, ex);
+        return error_obj("GenericError", "out of memory");
+    }
+    t->l.t.run = run;
+    t->l.d = c->d;
+    t->l.serial = c->serial;
+    t->l.id = json_incref(id);
+    t->ex = ex;
+    snprintf(t->vol, sizeof(t->vol), "%s", vol);
+    snprintf(t->snap, sizeof(t->snap), "%s", snap);
+    worker_post_task(ex->owner, &t->l.t);
+    return CTL_LATER;
+}
 
 static uint64_t mono_us(void)
 {
@@ -279,7 +316,7 @@ static uint64_t mono_us(void)
 
 static void snap_run(struct worker *w, struct task *t)
 {
-    struct snap_task *st = (struct snap_task *)t;
+    struct vol_task *st = (struct vol_task *)t;
     struct vdiskd *d = st->l.d;
     struct export *ex = st->ex;
     pthread_mutex_lock(&d->lock);
@@ -301,16 +338,7 @@ static void snap_run(struct worker *w, struct task *t)
                                 (json_int_t)us);
     }
     export_put(d, ex);
-    /* The reply goes out on worker 0, where the control clients live. */
-    struct later *l = malloc(sizeof(*l));
-    if (l) {
-        *l = st->l;
-        l->t.run = later_send;
-        worker_post_task(&d->workers[0], &l->t);
-    } else {
-        json_decref(st->l.reply);
-        json_decref(st->l.id);
-    }
+    later_post(&st->l);
     free(st);
 }
 
@@ -335,34 +363,15 @@ static json_t *cmd_snapshot_create(struct ctl_client *c, json_t *args, json_t *i
     }
     ex->refs++;   /* kept until the task ran */
     pthread_mutex_unlock(&d->lock);
-    struct snap_task *t = calloc(1, sizeof(*t));
-    if (!t) {
-        export_put(d, ex);
-        return error_obj("GenericError", "out of memory");
-    }
-    t->l.t.run = snap_run;
-    t->l.d = d;
-    t->l.serial = c->serial;
-    t->l.id = json_incref(id);
-    t->ex = ex;
-    snprintf(t->vol, sizeof(t->vol), "%s", vol);
-    snprintf(t->snap, sizeof(t->snap), "%s", snap);
-    worker_post_task(ex->owner, &t->l.t);
-    return CTL_LATER;
+    return post_vol_task(c, ex, id, vol, snap, snap_run);
 }
 
 /* snapshot-rollback on a served volume: its clients' disk changes under
  * them, so they are disconnected first (only with force), on the thread
  * that serves it; then the export is closed and the store rolls back. */
-struct rb_task {
-    struct later l;
-    struct export *ex;
-    char vol[VD_NAME_MAX + 1], snap[VD_NAME_MAX + 1];
-};
-
 static void rb_run(struct worker *w, struct task *t)
 {
-    struct rb_task *rt = (struct rb_task *)t;
+    struct vol_task *rt = (struct vol_task *)t;
     struct vdiskd *d = rt->l.d;
     struct export *ex = rt->ex;
     char why[300];
@@ -393,18 +402,9 @@ static void rb_run(struct worker *w, struct task *t)
         rt->l.reply = json_pack("{s:{s:s,s:s,s:b,s:i}}", "return", "volume", rt->vol,
                                 "snapshot", rt->snap, "online", 1, "disconnected", (int)n);
     }
-reply: {
-        struct later *l = malloc(sizeof(*l));
-        if (l) {
-            *l = rt->l;
-            l->t.run = later_send;
-            worker_post_task(&d->workers[0], &l->t);
-        } else {
-            json_decref(rt->l.reply);
-            json_decref(rt->l.id);
-        }
-        free(rt);
-    }
+reply:
+    later_post(&rt->l);
+    free(rt);
 }
 
 static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t *id)
@@ -453,20 +453,7 @@ static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t 
     }
     ex->refs++;   /* kept until the task ran */
     pthread_mutex_unlock(&d->lock);
-    struct rb_task *t = calloc(1, sizeof(*t));
-    if (!t) {
-        export_put(d, ex);
-        return error_obj("GenericError", "out of memory");
-    }
-    t->l.t.run = rb_run;
-    t->l.d = d;
-    t->l.serial = c->serial;
-    t->l.id = json_incref(id);
-    t->ex = ex;
-    snprintf(t->vol, sizeof(t->vol), "%s", vol);
-    snprintf(t->snap, sizeof(t->snap), "%s", snap);
-    worker_post_task(ex->owner, &t->l.t);
-    return CTL_LATER;
+    return post_vol_task(c, ex, id, vol, snap, rb_run);
 }
 
 #define GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
