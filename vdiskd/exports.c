@@ -202,6 +202,17 @@ void export_close_locked(struct vdiskd *d, struct export *ex)
             break;
         }
     }
+    /* A close posted earlier, then the export taken again and released
+     * here: it must not stay on the owner's list once freed. */
+    if (ex->close_posted) {
+        for (pp = &ex->owner->close_inbox; *pp; pp = &(*pp)->close_next) {
+            if (*pp == ex) {
+                *pp = ex->close_next;
+                break;
+            }
+        }
+        ex->close_posted = false;
+    }
     int r = vd_chain_close(ex->chain);
     if (r < 0)
         vlog(LOG_ERR, "export %s: closing: %s", ex->name,
