@@ -112,6 +112,16 @@ int vdi_pwrite_full(int fd, const void *buf, size_t len, uint64_t off, bool meta
     return 0;
 }
 
+int vdi_reserve(int fd, uint64_t off, uint64_t len)
+{
+    if (vdi_be->fallocate(fd, FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
+        return 0;
+    /* A file system without fallocate: nothing to reserve with. */
+    if (errno == EOPNOTSUPP || errno == ENOSYS || errno == EINVAL)
+        return 0;
+    return -errno;
+}
+
 int vdi_fdatasync(int fd)
 {
     __atomic_add_fetch(&vdi_stats.syncs, 1, __ATOMIC_RELAXED);

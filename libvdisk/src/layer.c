@@ -739,6 +739,10 @@ int vd_layer_create(const char *path, const struct vd_create_opts *opts,
     r = vdi_pwrite_full(fd, h, VDF_PAGE, 0, true);
     if (r == 0 && vdi_be->ftruncate(fd, (off_t)l->data_start) < 0)
         r = -errno;
+    /* The header pages are rewritten by flushes: give them their blocks
+     * now (L1 pages get theirs with the first L2 page they name). */
+    if (r == 0)
+        r = vdi_reserve(fd, 0, VDF_L1_OFF);
     if (r == 0)
         r = vdi_fdatasync(fd);
     if (r == 0)

@@ -392,15 +392,29 @@ static int build_read(struct vdi_req *q)
 }
 
 /* Entry of blk in the top layer, creating its page (and data slot when
- * want_slot) if needed. */
+ * want_slot) if needed; NULL with *err set on failure.  A new L2 page pair
+ * gets its disk blocks at once (vdi_reserve): with the disk full, this
+ * write fails now with ENOSPC, rather than a later flush of index pages
+ * that would name data already acknowledged. */
 static uint8_t *top_entry(struct vd_chain *c, uint64_t blk, bool want_slot,
-                          struct vdi_l2 **pout)
+                          struct vdi_l2 **pout, int *err)
 {
     struct vdi_layer *t = c->layers[0];
     struct vdi_l2 *p = vdi_l2_get_or_new(t, blk / t->epp);
-    if (!p)
+    if (!p) {
+        *err = -ENOMEM;
         return NULL;
+    }
     if (!p->pair_off) {
+        /* The pair, and the L1 page pair that will name it. */
+        int r = vdi_reserve(t->fd, t->file_end, 2 * VDF_PAGE);
+        if (r == 0)
+            r = vdi_reserve(t->fd, t->l1_off + (p->index / VDF_L1_EPP) * 2 * VDF_PAGE,
+                            2 * VDF_PAGE);
+        if (r < 0) {
+            *err = vdi_err(r, "%s: cannot allocate index pages: %s", t->path, strerror(-r));
+            return NULL;
+        }
         p->pair_off = t->file_end;
         t->file_end += 2 * VDF_PAGE;
     }
@@ -494,8 +508,8 @@ static int build_write(struct vdi_req *q)
             /* Whole sub-block: a state change, no data. */
             unsigned st = vdi_lookup(t, blk, sub, &fo);
             if (st != zstate) {
-                if (!top_entry(c, blk, false, &p))
-                    return -ENOMEM;
+                if (!top_entry(c, blk, false, &p, &r))
+                    return r;
                 if ((r = add_upd(q, blk, sub, zstate)) < 0)
                     return r;
             }
@@ -516,9 +530,9 @@ static int build_write(struct vdi_req *q)
                 continue;
             }
         }
-        uint8_t *e = top_entry(c, blk, true, &p);
+        uint8_t *e = top_entry(c, blk, true, &p, &r);
         if (!e)
-            return -ENOMEM;
+            return r;
         uint64_t slot = vdf_le64(e + VDF_E_OFFSET);
         uint64_t at = slot + (uint64_t)sub * VD_SUBBLOCK_SIZE + inner;
         if (full || st == VDF_SUB_PRESENT) {

@@ -78,6 +78,12 @@ struct vd_ctx {
     struct vdi_pool *pool;        /* threads for buffered files (io.c) */
 };
 
+/* Allocates [off, off+len) of the file without changing its size, so that
+ * writing there later cannot fail for want of space (index pages: a flush
+ * must not be the first to find the disk full).  0 also where the file
+ * system cannot do it; -ENOSPC and other errors otherwise. */
+int vdi_reserve(int fd, uint64_t off, uint64_t len);
+
 /* Files opened without O_DIRECT, by descriptor.  io_submit carries out a
  * read or write of such a file synchronously, so their operations run on a
  * few threads of the context instead, to overlap like direct ones. */
