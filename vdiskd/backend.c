@@ -13,7 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "vdiskd.h"
 
@@ -29,10 +28,8 @@ static void started(struct export *ex)
 static void finish(struct export *ex, struct nbds_req *r, int result)
 {
     struct nbds_req_info ri;
-    struct timespec ts;
     nbds_req_get_info(r, &ri);
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    uint64_t now = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    uint64_t now = vdiskd_now_ns();
     uint64_t us = now > ri.start_ns ? (now - ri.start_ns) / 1000u : 0;
     unsigned k = 0;
     while (k + 1 < STAT_LAT_BUCKETS && (us >> (k + 1)) != 0)

@@ -307,22 +307,15 @@ static json_t *post_vol_task(struct ctl_client *c, struct export *ex, json_t *id
     return CTL_LATER;
 }
 
-static uint64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
-}
-
 static void snap_run(struct worker *w, struct task *t)
 {
     struct vol_task *st = (struct vol_task *)t;
     struct vdiskd *d = st->l.d;
     struct export *ex = st->ex;
     pthread_mutex_lock(&d->lock);
-    uint64_t t0 = mono_us();
+    uint64_t t0 = vdiskd_now_ns();
     int r = vd_snapshot_create_open(d->store, st->vol, st->snap, ex->chain);
-    uint64_t us = mono_us() - t0;
+    uint64_t us = (vdiskd_now_ns() - t0) / 1000u;
     if (r == 0)
         ex->depth = vd_chain_depth(ex->chain);
     pthread_mutex_unlock(&d->lock);
@@ -342,14 +335,30 @@ static void snap_run(struct worker *w, struct task *t)
     free(st);
 }
 
+/* The 'volume' and 'name' arguments of the snapshot commands; NULL, or
+ * an error reply naming cmd. */
+static json_t *vol_snap_args(const char *cmd, json_t *args, const char **vol,
+                             const char **snap)
+{
+    char msg[160];
+    *vol = arg_str(args, "volume");
+    *snap = arg_str(args, "name");
+    if (!*vol || !*snap) {
+        snprintf(msg, sizeof(msg), "%s needs 'volume' and 'name' (strings)", cmd);
+        return error_obj("GenericError", msg);
+    }
+    if (strlen(*vol) > VD_NAME_MAX || strlen(*snap) > VD_NAME_MAX)
+        return error_obj("GenericError", "name too long");
+    return NULL;
+}
+
 static json_t *cmd_snapshot_create(struct ctl_client *c, json_t *args, json_t *id)
 {
     struct vdiskd *d = c->d;
-    const char *vol = arg_str(args, "volume"), *snap = arg_str(args, "name");
-    if (!vol || !snap)
-        return error_obj("GenericError", "snapshot-create needs 'volume' and 'name' (strings)");
-    if (strlen(vol) > VD_NAME_MAX || strlen(snap) > VD_NAME_MAX)
-        return error_obj("GenericError", "name too long");
+    const char *vol, *snap;
+    json_t *bad = vol_snap_args("snapshot-create", args, &vol, &snap);
+    if (bad)
+        return bad;
     pthread_mutex_lock(&d->lock);
     struct export *ex = export_find_locked(d, vol);
     if (!ex || !ex->writable) {
@@ -410,13 +419,13 @@ reply:
 static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t *id)
 {
     struct vdiskd *d = c->d;
-    const char *vol = arg_str(args, "volume"), *snap = arg_str(args, "name");
+    const char *vol, *snap;
     json_t *fj = json_object_get(args, "force");
-    if (!vol || !snap || (fj && !json_is_boolean(fj)))
-        return error_obj("GenericError", "snapshot-rollback needs 'volume' and 'name' "
-                                         "(strings) and maybe 'force' (a boolean)");
-    if (strlen(vol) > VD_NAME_MAX || strlen(snap) > VD_NAME_MAX)
-        return error_obj("GenericError", "name too long");
+    json_t *bad = vol_snap_args("snapshot-rollback", args, &vol, &snap);
+    if (bad)
+        return bad;
+    if (fj && !json_is_boolean(fj))
+        return error_obj("GenericError", "snapshot-rollback: 'force' must be a boolean");
     pthread_mutex_lock(&d->lock);
     struct export *ex = export_find_locked(d, vol);
     if (!ex) {

@@ -489,7 +489,7 @@ static void sig_io(struct watch *wt, uint32_t events)
         vdiskd_stop(d, strsignal((int)si.ssi_signo));
 }
 
-static uint64_t now_ns(void)
+uint64_t vdiskd_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -505,12 +505,12 @@ static int loop_wait(struct worker *w, struct epoll_event *ev, int max)
 {
     unsigned poll_us = w->d->poll_us;
     if (poll_us && vd_ctx_inflight(w->ctx) > 0) {
-        uint64_t end = now_ns() + (uint64_t)poll_us * 1000u;
+        uint64_t end = vdiskd_now_ns() + (uint64_t)poll_us * 1000u;
         do {
             int n = epoll_wait(w->epfd, ev, max, 0);
             if (n != 0)
                 return n;
-        } while (now_ns() < end);
+        } while (vdiskd_now_ns() < end);
     }
     return epoll_wait(w->epfd, ev, max, 1000);
 }

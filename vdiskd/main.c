@@ -72,6 +72,21 @@ static void usage(FILE *f)
 
 enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP };
 
+/* A decimal count for option opt, from min to max; -1 (said) otherwise. */
+static int parse_count(const char *opt, const char *arg, unsigned min, unsigned max,
+                       unsigned *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || end == arg || *end || arg[0] == '-' || v < min || v > max) {
+        fprintf(stderr, "vdiskd: %s: expected %u to %u, not '%s'\n", opt, min, max, arg);
+        return -1;
+    }
+    *out = (unsigned)v;
+    return 0;
+}
+
 static void poll_ctx(void *opaque)
 {
     struct worker *w = opaque;
@@ -139,31 +154,14 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
-        case OPT_POLL_US: {
-            char *end;
-            errno = 0;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-' || v > VDISKD_POLL_US_MAX) {
-                fprintf(stderr, "vdiskd: --poll-us: expected 0 to %u, not '%s'\n",
-                        VDISKD_POLL_US_MAX, optarg);
+        case OPT_POLL_US:
+            if (parse_count("--poll-us", optarg, 0, VDISKD_POLL_US_MAX, &d.poll_us) < 0)
                 return 2;
-            }
-            d.poll_us = (unsigned)v;
             break;
-        }
-        case OPT_THREADS: {
-            char *end;
-            errno = 0;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (errno || end == optarg || *end || optarg[0] == '-' || v < 1 ||
-                v > VDISKD_MAX_THREADS) {
-                fprintf(stderr, "vdiskd: --threads: expected 1 to %u, not '%s'\n",
-                        (unsigned)VDISKD_MAX_THREADS, optarg);
+        case OPT_THREADS:
+            if (parse_count("--threads", optarg, 1, VDISKD_MAX_THREADS, &d.nworkers) < 0)
                 return 2;
-            }
-            d.nworkers = (unsigned)v;
             break;
-        }
         case OPT_SYSLOG:
             use_syslog = true;
             break;

@@ -132,6 +132,8 @@ unsigned worker_disconnect_export(struct worker *w, struct export *ex, const cha
 /* An export's users (d->lock held): the peer of each, and the next. */
 const char *client_peer(const struct client *c);
 struct client *client_user_next(const struct client *c);
+/* CLOCK_MONOTONIC in nanoseconds. */
+uint64_t vdiskd_now_ns(void);
 /* Stops the daemon as SIGTERM does (worker 0 only); why goes to the log
  * and the SHUTDOWN event. */
 void vdiskd_stop(struct vdiskd *d, const char *why);

@@ -154,7 +154,7 @@ static void account(const struct vdi_op *op);
 struct vdi_pool {
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    struct vdi_op *todo_head, *todo_tail;
+    struct vdi_op *queue_head, *queue_tail;
     struct vdi_op *done;          /* finished, for vd_ctx_poll (any order) */
     unsigned inflight;            /* submitted, not yet taken back by poll */
     bool quit;
@@ -168,14 +168,14 @@ static void *pool_thread(void *arg)
     struct vdi_pool *p = arg;
     pthread_mutex_lock(&p->lock);
     for (;;) {
-        while (!p->todo_head && !p->quit)
+        while (!p->queue_head && !p->quit)
             pthread_cond_wait(&p->cond, &p->lock);
-        if (!p->todo_head)
+        if (!p->queue_head)
             break;
-        struct vdi_op *op = p->todo_head;
-        p->todo_head = op->next;
-        if (!p->todo_head)
-            p->todo_tail = NULL;
+        struct vdi_op *op = p->queue_head;
+        p->queue_head = op->next;
+        if (!p->queue_head)
+            p->queue_tail = NULL;
         pthread_mutex_unlock(&p->lock);
 
         int r;
@@ -239,11 +239,11 @@ static bool pool_submit(struct vd_ctx *ctx, struct vdi_op *op)
     }
     op->next = NULL;
     pthread_mutex_lock(&p->lock);
-    if (p->todo_tail)
-        p->todo_tail->next = op;
+    if (p->queue_tail)
+        p->queue_tail->next = op;
     else
-        p->todo_head = op;
-    p->todo_tail = op;
+        p->queue_head = op;
+    p->queue_tail = op;
     p->inflight++;
     pthread_cond_signal(&p->cond);
     pthread_mutex_unlock(&p->lock);
