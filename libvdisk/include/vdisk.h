@@ -440,6 +440,47 @@ int vd_snapshot_commit(struct vd_store *st, const char *vol, const char *snap,
  * volume keep their content; space only SNAP used is released. */
 int vd_snapshot_remove(struct vd_store *st, const char *vol, const char *snap);
 
+/* ---- committing a snapshot of a volume in use ---- */
+
+/* vd_snapshot_commit needs the volume closed.  A server commits SNAP of a
+ * volume it has open for writing (chain, its writable top) as a job: the
+ * data written since SNAP is copied in the background, a few blocks at a
+ * time, into new space of SNAP's layer that nothing reads yet, while the
+ * chain is read and written as usual; blocks written meanwhile are copied
+ * again.  vd_commit_finish then pauses the chain's I/O for the little
+ * still to copy and switches: SNAP is gone, the chain is one layer
+ * shorter, the volume's content is unchanged.  Until the switch, a cancel
+ * or a kill leaves everything as it was, SNAP included (the next store
+ * open gives the space back).  Every call runs on the thread that polls
+ * the chain's context; completions of the copies run in vd_ctx_poll. */
+struct vd_commit;
+
+struct vd_commit_status {
+    uint64_t done;                /* bytes copied (again for blocks rewritten) */
+    uint64_t total;               /* estimate of the bytes to copy, >= done */
+    uint64_t dirty;               /* bytes written since their copy */
+    unsigned inflight;            /* blocks being copied */
+    bool ready;                   /* the first pass is over and little is dirty */
+};
+
+/* Starts the job.  Errors: -ENOENT (no such snapshot), -EINVAL (SNAP not in
+ * the volume's current history, or chain is not its writable top), -EBUSY
+ * (SNAP's data is shared with another branch, a template or a clone; or a
+ * commit of this chain is already running). */
+int vd_commit_start(struct vd_store *st, const char *vol, const char *snap,
+                    struct vd_chain *chain, struct vd_commit **out);
+/* Starts copies until max_inflight are in flight or nothing is left to
+ * start; returns how many it started, or the job's error. */
+int vd_commit_pump(struct vd_commit *j, unsigned max_inflight);
+void vd_commit_status(const struct vd_commit *j, struct vd_commit_status *st);
+/* Waits for the copies in flight, then with the chain's requests drained
+ * (none start meanwhile: the caller's thread is here) copies what is left
+ * and switches.  *pause_ns (may be NULL) gets the time the chain was held.
+ * Frees j; on error the job is cancelled and nothing changed. */
+int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns);
+/* Stops the job and frees it; nothing changed. */
+void vd_commit_cancel(struct vd_commit *j);
+
 /* ---- templates and clones ---- */
 
 struct vd_template_info {

@@ -251,7 +251,7 @@ fail:
 }
 
 /* Runs the context until the chain has no request and no flush running. */
-static void drain(struct vd_chain *c)
+void vdi_chain_drain(struct vd_chain *c)
 {
     while (c->inflight || (c->rdwr && c->layers[0]->flush_cur)) {
         if (vd_ctx_poll(c->ctx, -1) < 0)
@@ -264,7 +264,7 @@ int vd_chain_close(struct vd_chain *c)
     int r = 0;
     if (!c)
         return 0;
-    drain(c);
+    vdi_chain_drain(c);
     if (c->rdwr) {
         struct vdi_layer *top = c->layers[0];
         r = vdi_layer_flush_sync(top);
@@ -279,7 +279,7 @@ void vdi_chain_abandon(struct vd_chain *c)
 {
     if (!c)
         return;
-    drain(c);
+    vdi_chain_drain(c);
     chain_free(c);
 }
 
@@ -297,7 +297,7 @@ int vdi_chain_push(struct vd_chain *c, const char *new_top_path, const vd_uuid *
     if (!c->rdwr)
         return vdi_err(-EROFS, "the disk is open read-only");
     struct vdi_layer *top = c->layers[0];
-    drain(c);
+    vdi_chain_drain(c);
     int r = vdi_layer_flush_sync(top);
     if (r < 0)
         return r;
@@ -350,7 +350,7 @@ int vdi_chain_unpush(struct vd_chain *c)
     if (c->n < 2 || !c->rdwr)
         return vdi_err(-EINVAL, "nothing to undo");
     struct vdi_layer *nl = c->layers[0], *top = c->layers[1];
-    drain(c);
+    vdi_chain_drain(c);
     if (flock(top->fd, LOCK_EX | LOCK_NB) < 0)
         return vdi_err(-errno, "%s: cannot lock it again: %s", top->path, strerror(errno));
     int r = vdi_layer_write_header(top, c->pushed_flags | VDF_F_DIRTY);

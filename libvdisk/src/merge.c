@@ -320,10 +320,6 @@ static int merge_down(struct vd_store *st, const char *lp, const char *cp, const
     return 0;
 }
 
-/* Resumable: j = {"op":"merge","l":L,"c":C,"mode":"up"|"down"}.
- *  up:   copy L into C where C holds nothing; C's parent becomes L's.
- *  down: copy C into L; L takes C's UUID, flags and size, and replaces C's
- *        file; L's file is gone.  Time proportional to C's data. */
 /* True when some open file description holds the layer's write lock (in
  * this process too, unlike /proc/locks). */
 static bool layer_busy(struct vd_store *st, const char *uuid, int *keep_fd)
@@ -344,6 +340,18 @@ static bool layer_busy(struct vd_store *st, const char *uuid, int *keep_fd)
     return false;
 }
 
+bool mg_layer_busy(struct vd_store *st, const char *uuid)
+{
+    return layer_busy(st, uuid, NULL);
+}
+
+static int finish(struct vd_store *st, const char *id, const char *l, const char *c,
+                  const char *parent, bool unlink_l);
+
+/* Resumable: j = {"op":"merge","l":L,"c":C,"mode":"up"|"down"}.
+ *  up:   copy L into C where C holds nothing; C's parent becomes L's.
+ *  down: copy C into L; L takes C's UUID, flags and size, and replaces C's
+ *        file; L's file is gone.  Time proportional to C's data. */
 int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held)
 {
     const char *l = js(j, "l"), *c = js(j, "c"), *mode = js(j, "mode");
@@ -385,10 +393,26 @@ int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held)
             if (r < 0)
                 return r;
         }
+        if (ju(j, "eof")) {
+            /* An online commit's switch (commit.c) was cut short: its new
+             * space, or the old slots it replaced, may be named by nothing
+             * now. */
+            struct vd_check_result res;
+            vd_layer_check(cp, VD_CHECK_REPAIR, &res, NULL, NULL);
+            vdi_clear_err();
+        }
     }
+    return finish(st, id, l, c, parent, strcmp(mode, "up") == 0);
+}
+
+static int finish(struct vd_store *st, const char *id, const char *l, const char *c,
+                  const char *parent, bool unlink_l)
+{
+    MDB_txn *txn;
+    json_t *co;
+    int r;
     if ((r = cat_txn(st, true, &txn)) < 0)
         return r;
-    json_t *co;
     if ((r = cat_get(txn, st->db_lay, c, &co)) < 0)
         goto abort;
     json_object_set_new(co, "parent", json_string(parent));
@@ -397,7 +421,7 @@ int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held)
     if (r < 0 || (r = cat_del(txn, st->db_lay, l)) < 0 || (r = jnl_del(txn, st, id)) < 0)
         goto abort;
     json_t *ul = json_array();
-    if (strcmp(mode, "up") == 0)
+    if (unlink_l)
         json_array_append_new(ul, json_string(l));
     r = st_commit_and_unlink(st, txn, ul);
     json_decref(ul);
@@ -407,9 +431,12 @@ abort:
     return r;
 }
 
-/* Starts a merge of l with its only child c in the journal, inside txn. */
-int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
-            bool prefer_down, char id[17]);
+int mg_finish(struct vd_store *st, const char *id, const char *l, const char *c,
+              const char *parent)
+{
+    return finish(st, id, l, c, parent, false);
+}
+
 int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
             bool prefer_down, char id[17])
 {

@@ -125,6 +125,12 @@ int st_recover(struct vd_store *st)
             }
             if (r == 0)
                 continue;   /* mg_resume removed the entry */
+        } else if (strcmp(op, "commit-online") == 0) {
+            r = cm_recover(st, j);
+            if (r == -EBUSY) {
+                r = 0;   /* the process running it is alive */
+                continue;
+            }
         } else if (strcmp(op, "flatten") == 0) {
             r = st_flatten_resume(st, id, j, NULL, NULL);
             if (r == -EBUSY) {

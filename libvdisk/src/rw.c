@@ -211,6 +211,8 @@ static void req_done(struct vdi_req *q)
     }
     if (q->err == 0)
         apply_updates(q);
+    if (c->write_hook)
+        c->write_hook(c->write_hook_opaque, q->off, q->len);
     struct vdi_req **pp = &c->writes;
     while (*pp && *pp != q)
         pp = &(*pp)->wnext;

@@ -9,9 +9,6 @@
 int st_push(struct vd_store *st, const char *vol, const char *kind, const char *name,
             uint64_t new_size);
 int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct vd_chain *c);
-int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
-int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
-            bool prefer_down, char id[17]);
 
 int vd_snapshot_create(struct vd_store *st, const char *vol, const char *snap)
 {
@@ -24,8 +21,7 @@ int vd_snapshot_create_open(struct vd_store *st, const char *vol, const char *sn
     return st_push_open(st, vol, snap, chain);
 }
 
-/* The snapshot record of vol/snap, with the volume's record. */
-static int get_snap(MDB_txn *txn, struct vd_store *st, const char *vol, const char *snap,
+int st_get_snap(MDB_txn *txn, struct vd_store *st, const char *vol, const char *snap,
                     json_t **v, json_t **s, char key[2 * VD_NAME_MAX + 2])
 {
     int r = st_get_volume(txn, st, vol, v);
@@ -167,7 +163,7 @@ int vd_snapshot_rollback(struct vd_store *st, const char *vol, const char *snap)
         goto out0;
     if ((r = cat_txn(st, true, &txn)) < 0)
         goto out;
-    if ((r = get_snap(txn, st, vol, snap, &v, &s, key)) < 0)
+    if ((r = st_get_snap(txn, st, vol, snap, &v, &s, key)) < 0)
         goto abort;
     snprintf(top, sizeof(top), "%s", js(v, "top"));
     snprintf(layer, sizeof(layer), "%s", js(s, "layer"));
@@ -231,6 +227,26 @@ out0:
 /* Commit and remove                                                   */
 /* ------------------------------------------------------------------ */
 
+int st_path_child(MDB_txn *txn, struct vd_store *st, const char *top, const char *layer,
+                  char child[37])
+{
+    char cur[37];
+    child[0] = '\0';
+    snprintf(cur, sizeof(cur), "%s", top);
+    while (cur[0]) {
+        char p[37];
+        int r = lay_parent(txn, st, cur, p);
+        if (r < 0)
+            return r;
+        if (strcmp(p, layer) == 0) {
+            snprintf(child, 37, "%s", cur);
+            return 0;
+        }
+        snprintf(cur, sizeof(cur), "%s", p);
+    }
+    return 0;
+}
+
 /* Drops the snapshot's name; then its layer goes if nothing else uses it,
  * or merges with its only child.  commit: the snapshot must be in the
  * volume's current history, and the merge goes downward (time
@@ -241,31 +257,27 @@ static int drop_snapshot(struct vd_store *st, const char *vol, const char *snap,
     MDB_txn *txn;
     json_t *v = NULL, *s = NULL, *ul = json_array(), *jo = NULL;
     struct vdi_layer *held = NULL;
-    char key[2 * VD_NAME_MAX + 2], layer[37], cur[37], child[37] = "", id[17] = "";
+    char key[2 * VD_NAME_MAX + 2], layer[37], child[37] = "", id[17] = "";
     char parent[37] = "";
     int r;
     if ((r = st_lock(st)) < 0)
         goto out0;
     if ((r = cat_txn(st, true, &txn)) < 0)
         goto out;
-    if ((r = get_snap(txn, st, vol, snap, &v, &s, key)) < 0)
+    if ((r = st_get_snap(txn, st, vol, snap, &v, &s, key)) < 0)
         goto abort;
     snprintf(layer, sizeof(layer), "%s", js(s, "layer"));
     if ((r = lay_parent(txn, st, layer, parent)) < 0)
         goto abort;
+    if (mg_layer_busy(st, layer)) {
+        /* An online commit holds it (commit.c). */
+        r = vdi_err(-EBUSY, "snapshot '%s' of volume '%s' is being committed by the server; "
+                    "wait for it or cancel it", snap, vol);
+        goto abort;
+    }
     if (commit) {
-        /* Find the child of the snapshot's layer on the volume's path. */
-        snprintf(cur, sizeof(cur), "%s", js(v, "top"));
-        while (cur[0]) {
-            char p[37];
-            if ((r = lay_parent(txn, st, cur, p)) < 0)
-                goto abort;
-            if (strcmp(p, layer) == 0) {
-                snprintf(child, sizeof(child), "%s", cur);
-                break;
-            }
-            snprintf(cur, sizeof(cur), "%s", p);
-        }
+        if ((r = st_path_child(txn, st, js(v, "top"), layer, child)) < 0)
+            goto abort;
         if (!child[0]) {
             r = vdi_err(-EINVAL, "snapshot '%s' is not in the current history of volume '%s' "
                         "(use snapshot rm)", snap, vol);

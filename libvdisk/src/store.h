@@ -71,6 +71,17 @@ int lay_children(MDB_txn *txn, struct vd_store *st, const char *uuid, char one[3
 int jnl_add(MDB_txn *txn, struct vd_store *st, json_t *entry, char id[17]);
 int jnl_del(MDB_txn *txn, struct vd_store *st, const char *id);
 
+/* ---- volume.c, snapshot.c ---- */
+int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
+/* The snapshot record of vol/snap, with the volume's record; key gets
+ * "VOL/SNAP". */
+int st_get_snap(MDB_txn *txn, struct vd_store *st, const char *vol, const char *snap,
+                json_t **v, json_t **s, char key[2 * VD_NAME_MAX + 2]);
+/* The child of layer on the path from top down (child "" when layer is
+ * not on it). */
+int st_path_child(MDB_txn *txn, struct vd_store *st, const char *top, const char *layer,
+                  char child[37]);
+
 /* ---- store.c ---- */
 int st_lock(struct vd_store *st);
 /* The store's I/O context (NULL on failure, with the message set). */
@@ -112,6 +123,21 @@ int mg_rewrite_header(const char *path, const vd_uuid *uuid, const vd_uuid *pare
 int mg_simplify(struct vd_store *st, const char *uuid);
 /* Continues a merge recorded in the journal. */
 int mg_resume(struct vd_store *st, const char *id, json_t *j, bool c_held);
+/* Records a merge of l with its only child c in the journal, in txn. */
+int mg_plan(struct vd_store *st, MDB_txn *txn, const char *l, const char *c,
+            bool prefer_down, char id[17]);
+/* The catalog side of a merge whose file work is done: c's parent becomes
+ * parent, l's record and journal entry id go. */
+int mg_finish(struct vd_store *st, const char *id, const char *l, const char *c,
+              const char *parent);
+/* True when some open file description holds the layer's write lock (in
+ * this process too). */
+bool mg_layer_busy(struct vd_store *st, const char *uuid);
+
+/* ---- commit.c ---- */
+/* Recovery of an online commit left behind: 0 (undone), -EBUSY while the
+ * process running it is alive. */
+int cm_recover(struct vd_store *st, json_t *j);
 
 /* After a failed file step of an operation whose journal entry is
  * committed: undo it now (the recovery of that entry), keeping err's

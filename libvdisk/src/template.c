@@ -14,7 +14,6 @@
 int st_push(struct vd_store *st, const char *vol, const char *kind, const char *name,
             uint64_t new_size);
 int st_name_free(MDB_txn *txn, struct vd_store *st, const char *name);
-int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
 int vdi_store_writer_pid(struct vd_store *st, const char *uuid);
 
 static int get_template(MDB_txn *txn, struct vd_store *st, const char *tpl, json_t **out)

@@ -262,7 +262,14 @@ struct vd_chain {
     unsigned inflight;
     bool unblocking, unblock_again;
     uint32_t pushed_flags;            /* old top's flags before the last push */
+    /* Called as each write-like request completes (commit.c tracks what
+     * changed while it copies). */
+    void (*write_hook)(void *opaque, uint64_t off, uint64_t len);
+    void *write_hook_opaque;
 };
+
+/* Waits for every request in flight on the chain and the top's flush. */
+void vdi_chain_drain(struct vd_chain *c);
 
 /* vd_chain_push with the new layer's UUID (NULL: a random one). */
 int vdi_chain_push(struct vd_chain *c, const char *new_top_path, const vd_uuid *uuid);

@@ -16,7 +16,6 @@ int st_push(struct vd_store *st, const char *vol, const char *kind, const char *
             uint64_t new_size);
 int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct vd_chain *c);
 int st_name_free(MDB_txn *txn, struct vd_store *st, const char *name);
-int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
 
 int st_name_free(MDB_txn *txn, struct vd_store *st, const char *name)
 {

@@ -12,6 +12,7 @@
  * content).
  */
 #include <dirent.h>
+#include <signal.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "helpers.h"
+#include "vd-testing.h"
 
 #define SIZE (4 * MiB)
 #define GiB (1024ull * MiB)
@@ -2476,6 +2478,251 @@ static void test_check_by_name(void **state)
     assert_true(r.blocks_checked > 0);
 }
 
+/* ------------------------------------------------------------------ */
+/* Online commit (commit.c)                                            */
+/* ------------------------------------------------------------------ */
+
+/* Pumps j until it is ready, with nwrites random writes and zeroes
+ * through c in between (recorded in m). */
+static void commit_run(struct senv *s, struct vd_commit *j, struct vd_chain *c,
+                       struct model *m, unsigned nwrites, uint64_t *rng)
+{
+    struct vd_commit_status cs;
+    unsigned w = 0;
+    for (unsigned guard = 0; guard < 100000; guard++) {
+        assert_true(vd_commit_pump(j, 2) >= 0);
+        if (w < nwrites) {
+            uint64_t len = (1 + rng_below(rng, 24)) * 4 * KiB;
+            uint64_t off = rng_below(rng, (SIZE - len) / 512) * 512;
+            if (w % 5 == 4)
+                model_zero(m, c, off & ~(4 * KiB - 1), 4 * KiB);
+            else
+                model_write(m, c, off, (size_t)len, 100 + w);
+            w++;
+        }
+        vd_commit_status(j, &cs);
+        assert_true(cs.done <= cs.total);
+        if (w >= nwrites && cs.ready && cs.inflight == 0)
+            return;
+        if (cs.inflight)
+            vd_ctx_poll(s->t->ctx, -1);
+    }
+    fail_msg("the commit never got ready");
+}
+
+/* A volume with snapshot s1 over 1 MiB of data and writes after it. */
+static void commit_setup(struct senv *s, struct model *m, struct model *m1)
+{
+    model_init(m, SIZE);
+    mkvol(s, "v", SIZE);
+    mwrite(s, m, "v", 0, 1 * MiB, 1);
+    mwrite(s, m, "v", 2 * MiB, 512 * KiB, 2);
+    assert_rc(vd_snapshot_create(s->st, "v", "s1"), 0);
+    model_dup(m1, m);
+    mwrite(s, m, "v", 256 * KiB, 300 * KiB, 3);
+    mwrite(s, m, "v", 3 * MiB + 512, 8 * KiB, 4);
+    struct vd_chain *c = sopen(s, "v", VD_OPEN_RDWR);
+    model_zero(m, c, 2 * MiB + 64 * KiB, 64 * KiB);   /* hides s1's data */
+    close_chain(c);
+}
+
+static uint64_t snap_layer_size(struct senv *s, const char *vol, const char *snap)
+{
+    struct vd_snapshot_info *a = NULL;
+    size_t n = 0;
+    char lp[4400];
+    struct stat sb;
+    assert_rc(vd_snapshot_list(s->st, vol, &a, &n), 0);
+    const struct vd_snapshot_info *i = find_snap(a, n, snap);
+    assert_non_null(i);
+    layer_file(s, &i->layer, lp, sizeof(lp));
+    free(a);
+    assert_int_equal(stat(lp, &sb), 0);
+    return (uint64_t)sb.st_size;
+}
+
+/* The snapshot is committed while the volume is open and written: the
+ * open chain reads the same before and after, goes on writing, and the
+ * store ends with one layer and no snapshot. */
+static void test_commit_online(void **state)
+{
+    struct senv *s = *state;
+    struct model m, m1;
+    uint64_t rng = 42, pause = 0;
+    commit_setup(s, &m, &m1);
+    struct vd_chain *c = sopen(s, "v", VD_OPEN_RDWR);
+    struct vd_commit *j = NULL;
+    assert_rc(vd_commit_start(s->st, "v", "s1", c, &j), 0);
+    struct vd_commit *j2 = NULL;
+    assert_fails(vd_commit_start(s->st, "v", "s1", c, &j2), -EBUSY);
+    /* Other processes may not drop the snapshot meanwhile. */
+    assert_fails(vd_snapshot_remove(s->st, "v", "s1"), -EBUSY);
+    assert_contains(vd_errmsg(), "being committed");
+    commit_run(s, j, c, &m, 60, &rng);
+    model_write(&m, c, 64 * KiB, 8 * KiB, 200);     /* dirty at the switch */
+    assert_rc(vd_commit_finish(j, &pause), 0);
+    assert_true(pause > 0);
+    assert_int_equal(vd_chain_depth(c), 1);
+    model_check(&m, c);
+    model_write(&m, c, 1 * MiB, 64 * KiB, 201);
+    model_check(&m, c);
+    close_chain(c);
+    mcheck(s, &m, "v");
+    assert_int_equal(snap_count(s, "v"), 0);
+    assert_int_equal(vinfo(s, "v").depth, 1);
+    assert_int_equal(count_layer_files(s, NULL), 1);
+    expect_clean(s, NULL);
+    reopen(s);
+    mcheck(s, &m, "v");
+    expect_clean(s, NULL);
+    model_free(&m);
+    model_free(&m1);
+}
+
+/* Committing an older snapshot: the layer above it is another snapshot's
+ * (frozen), and a snapshot taken during the job freezes the top. */
+static void test_commit_online_middle(void **state)
+{
+    struct senv *s = *state;
+    struct model m, m1, m2, m3;
+    uint64_t rng = 7;
+    commit_setup(s, &m, &m1);
+    assert_rc(vd_snapshot_create(s->st, "v", "s2"), 0);
+    model_dup(&m2, &m);
+    mwrite(s, &m, "v", 512 * KiB, 64 * KiB, 5);
+    struct vd_chain *c = sopen(s, "v", VD_OPEN_RDWR);
+    struct vd_commit *j = NULL;
+    /* s2: its layer's child is the top */
+    assert_rc(vd_commit_start(s->st, "v", "s2", c, &j), 0);
+    commit_run(s, j, c, &m, 10, &rng);
+    assert_rc(vd_snapshot_create_open(s->st, "v", "s3", c), 0);
+    model_dup(&m3, &m);
+    model_write(&m, c, 0, 16 * KiB, 300);
+    commit_run(s, j, c, &m, 10, &rng);
+    assert_rc(vd_commit_finish(j, NULL), 0);
+    model_check(&m, c);
+    close_chain(c);
+    mcheck(s, &m, "v");
+    mcheck(s, &m1, "v@s1");
+    mcheck(s, &m3, "v@s3");
+    sopen_fails(s, "v@s2", 0, -ENOENT);
+    expect_clean(s, NULL);
+    /* s1 under s3: its child is frozen, the top is two layers up */
+    c = sopen(s, "v", VD_OPEN_RDWR);
+    assert_rc(vd_commit_start(s->st, "v", "s1", c, &j), 0);
+    commit_run(s, j, c, &m, 10, &rng);
+    assert_rc(vd_commit_finish(j, NULL), 0);
+    model_check(&m, c);
+    close_chain(c);
+    mcheck(s, &m, "v");
+    mcheck(s, &m3, "v@s3");
+    assert_int_equal(snap_count(s, "v"), 1);
+    expect_clean(s, NULL);
+    reopen(s);
+    mcheck(s, &m, "v");
+    mcheck(s, &m3, "v@s3");
+    expect_clean(s, NULL);
+    model_free(&m);
+    model_free(&m1);
+    model_free(&m2);
+    model_free(&m3);
+}
+
+/* Cancelled, or refused: nothing changed, the snapshot's layer is back to
+ * its size. */
+static void test_commit_online_cancel(void **state)
+{
+    struct senv *s = *state;
+    struct model m, m1;
+    uint64_t rng = 9;
+    commit_setup(s, &m, &m1);
+    uint64_t size0 = snap_layer_size(s, "v", "s1");
+    struct vd_chain *c = sopen(s, "v", VD_OPEN_RDWR);
+    struct vd_commit *j = NULL;
+    assert_fails(vd_commit_start(s->st, "v", "nope", c, &j), -ENOENT);
+    assert_rc(vd_commit_start(s->st, "v", "s1", c, &j), 0);
+    commit_run(s, j, c, &m, 20, &rng);
+    vd_commit_cancel(j);
+    model_check(&m, c);
+    close_chain(c);
+    mcheck(s, &m, "v");
+    mcheck(s, &m1, "v@s1");
+    assert_int_equal(snap_layer_size(s, "v", "s1"), size0);
+    expect_clean(s, NULL);
+    /* a read-only chain is not the volume open for writing */
+    c = sopen(s, "v", 0);
+    assert_fails(vd_commit_start(s->st, "v", "s1", c, &j), -EINVAL);
+    close_chain(c);
+    model_free(&m);
+    model_free(&m1);
+}
+
+/* Killed at every point: before the switch the snapshot is intact and its
+ * layer cut back; after it, the merge completes.  The volume always reads
+ * what was written. */
+static void test_commit_online_crash(void **state)
+{
+    struct senv *s = *state;
+    struct model m, m1;
+    commit_setup(s, &m, &m1);
+    uint64_t size0 = snap_layer_size(s, "v", "s1");
+    unsigned points = 0;
+    for (unsigned n = 0; n < 20; n++) {
+        /* n == 0: killed in the middle of the copy. */
+        fflush(NULL);
+        pid_t pid = fork();
+        assert_true(pid >= 0);
+        if (pid == 0) {
+            struct vd_store *st = NULL;
+            struct vd_ctx *ctx = NULL;
+            struct vd_chain *c = NULL;
+            struct vd_commit *j = NULL;
+            struct vd_commit_status cs;
+            if (vd_store_open(s->path, 0, &st) || vd_ctx_new(64, &ctx) ||
+                vd_store_open_chain(st, ctx, "v", VD_OPEN_RDWR, &c) ||
+                vd_commit_start(st, "v", "s1", c, &j))
+                _exit(2);
+            do {
+                vd_commit_pump(j, 2);
+                vd_ctx_poll(ctx, -1);
+                vd_commit_status(j, &cs);
+            } while (!cs.ready || cs.inflight);
+            if (n == 0)
+                raise(SIGKILL);
+            vdi_set_kill_step(n);
+            int r = vd_commit_finish(j, NULL);
+            _exit(r == 0 ? 0 : 3);
+        }
+        int ws;
+        assert_int_equal(waitpid(pid, &ws, 0), pid);
+        bool killed = WIFSIGNALED(ws);
+        if (!killed)
+            assert_int_equal(WEXITSTATUS(ws), 0);
+        reopen(s);
+        mcheck(s, &m, "v");
+        expect_clean(s, NULL);
+        if (snap_count(s, "v") == 1) {
+            mcheck(s, &m1, "v@s1");
+            assert_int_equal(snap_layer_size(s, "v", "s1"), size0);
+        }
+        if (!killed)
+            break;   /* the last point passed: committed */
+        points++;
+        /* Taken again for the next point. */
+        if (snap_count(s, "v") == 0) {
+            assert_rc(vd_snapshot_create(s->st, "v", "s1"), 0);
+            model_free(&m1);
+            model_dup(&m1, &m);
+            mwrite(s, &m, "v", 128 * KiB, 40 * KiB, 50 + n);
+            size0 = snap_layer_size(s, "v", "s1");
+        }
+    }
+    assert_true(points >= 3);
+    assert_int_equal(snap_count(s, "v"), 0);
+    model_free(&m);
+    model_free(&m1);
+}
+
 /* ================================================================== */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, senv_setup, senv_teardown)
@@ -2518,6 +2765,10 @@ int main(int argc, char **argv)
         T(test_snapshot_commit),
         T(test_snapshot_commit_refused),
         T(test_snapshot_commit_under_template),
+        T(test_commit_online),
+        T(test_commit_online_middle),
+        T(test_commit_online_cancel),
+        T(test_commit_online_crash),
         T(test_snapshot_remove),
         T(test_template_versions),
         T(test_template_remove),
