@@ -276,16 +276,25 @@ int cli_store_open(unsigned flags, struct vd_store **out);
 void cli_err_store(int err, const char *name, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* As cli_err_store for a failed call on the volume name, but when name is
- * a template and the library's message does not say so, says that,
- * followed by hint when not NULL ("use 'vdisk template rm'"). */
 /* control.c: runs command on the daemon serving the store (its control
  * socket); 0 with its result in *ret (a reference), or a negative errno
  * with the daemon's message in err (-ENOENT/-ECONNREFUSED: no daemon). */
 struct json_t;
 int cli_control_call(struct vd_store *st, const char *command, struct json_t *args,
                      struct json_t **ret, char *err, size_t errlen);
+/* The same over one connection, which also receives the daemon's events. */
+struct cli_ctl;
+int cli_control_open(struct vd_store *st, struct cli_ctl **out, char *err, size_t errlen);
+int cli_control_cmd(struct cli_ctl *c, const char *command, struct json_t *args,
+                    struct json_t **ret, char *err, size_t errlen);
+/* The next event ({"event": NAME, "data": {...}}, a reference): 0, -EINTR
+ * when a signal interrupted the wait, -EIO when the connection ended. */
+int cli_control_event(struct cli_ctl *c, struct json_t **ev, char *err, size_t errlen);
+void cli_control_close(struct cli_ctl *c);
 
+/* As cli_err_store for a failed call on the volume name, but when name is
+ * a template and the library's message does not say so, says that,
+ * followed by hint when not NULL ("use 'vdisk template rm'"). */
 void cli_err_volume(int err, struct vd_store *st, const char *name,
                     const char *hint, const char *what);
 

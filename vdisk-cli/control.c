@@ -34,12 +34,15 @@ static char *read_line(FILE *f)
     return line;
 }
 
-int cli_control_call(struct vd_store *st, const char *command, json_t *args, json_t **ret,
-                     char *err, size_t errlen)
+struct cli_ctl {
+    FILE *f;
+};
+
+int cli_control_open(struct vd_store *st, struct cli_ctl **out, char *err, size_t errlen)
 {
     struct sockaddr_un a = { .sun_family = AF_UNIX };
     int r;
-    *ret = NULL;
+    *out = NULL;
     err[0] = '\0';
     if ((size_t)snprintf(a.sun_path, sizeof(a.sun_path), "%s/control.sock",
                          vd_store_path(st)) >= sizeof(a.sun_path))
@@ -54,56 +57,122 @@ int cli_control_call(struct vd_store *st, const char *command, json_t *args, jso
         close(fd);
         return r;
     }
-    FILE *f = fdopen(fd, "r+");
-    if (!f) {
-        r = -errno;
+    struct cli_ctl *c = calloc(1, sizeof(*c));
+    if (!c || !(c->f = fdopen(fd, "r+"))) {
+        r = c ? -errno : -ENOMEM;
+        free(c);
         close(fd);
         return r;
     }
-    char *line = read_line(f);   /* the greeting */
+    char *line = read_line(c->f);   /* the greeting */
+    if (!line) {
+        snprintf(err, errlen, "the daemon's control socket did not answer");
+        cli_control_close(c);
+        return -EIO;
+    }
+    free(line);
+    *out = c;
+    return 0;
+}
+
+void cli_control_close(struct cli_ctl *c)
+{
+    if (!c)
+        return;
+    fclose(c->f);
+    free(c);
+}
+
+/* The next line as JSON: 0, -EINTR (a signal; call again), or -EIO with err. */
+static int next_json(struct cli_ctl *c, json_t **out, char *err, size_t errlen)
+{
+    errno = 0;
+    char *line = read_line(c->f);
+    if (!line) {
+        if (errno == EINTR) {
+            clearerr(c->f);
+            return -EINTR;
+        }
+        snprintf(err, errlen, "the daemon closed its control socket");
+        return -EIO;
+    }
+    *out = json_loads(line, 0, NULL);
+    free(line);
+    if (!*out) {
+        snprintf(err, errlen, "the daemon sent something that is not JSON");
+        return -EIO;
+    }
+    return 0;
+}
+
+int cli_control_cmd(struct cli_ctl *c, const char *command, json_t *args, json_t **ret,
+                    char *err, size_t errlen)
+{
+    *ret = NULL;
+    err[0] = '\0';
     json_t *req = json_pack("{s:s,s:O}", "execute", command, "arguments", args);
     char *s = req ? json_dumps(req, JSON_COMPACT) : NULL;
     json_decref(req);
-    r = -EIO;
-    if (!line || !s || fprintf(f, "%s\n", s) < 0 || fflush(f) != 0) {
+    int r = -EIO;
+    if (!s || fprintf(c->f, "%s\n", s) < 0 || fflush(c->f) != 0) {
         snprintf(err, errlen, "the daemon's control socket did not answer");
-        goto out;
+        free(s);
+        return -EIO;
     }
+    free(s);
     /* The reply, skipping events. */
     for (;;) {
-        free(line);
-        line = read_line(f);
-        if (!line) {
-            snprintf(err, errlen, "the daemon closed its control socket without a reply");
-            goto out;
-        }
-        json_t *j = json_loads(line, 0, NULL);
-        if (!j) {
-            snprintf(err, errlen, "the daemon sent something that is not JSON");
-            goto out;
-        }
+        json_t *j;
+        r = next_json(c, &j, err, errlen);
+        if (r == -EINTR)
+            continue;
+        if (r < 0)
+            return r;
         if (json_object_get(j, "event")) {
             json_decref(j);
             continue;
         }
         json_t *e = json_object_get(j, "error");
         if (e) {
-            snprintf(err, errlen, "%s", json_string_value(json_object_get(e, "desc"))
-                                            ? json_string_value(json_object_get(e, "desc"))
-                                            : "error");
+            const char *d = json_string_value(json_object_get(e, "desc"));
+            snprintf(err, errlen, "%s", d ? d : "error");
             json_decref(j);
-            goto out;
+            return -EIO;
         }
         *ret = json_incref(json_object_get(j, "return"));
         json_decref(j);
-        r = *ret ? 0 : -EIO;
-        if (r < 0)
+        if (!*ret) {
             snprintf(err, errlen, "the daemon's reply has no result");
-        break;
+            return -EIO;
+        }
+        return 0;
     }
-out:
-    free(line);
-    free(s);
-    fclose(f);
+}
+
+int cli_control_event(struct cli_ctl *c, json_t **ev, char *err, size_t errlen)
+{
+    for (;;) {
+        json_t *j;
+        int r = next_json(c, &j, err, errlen);
+        if (r < 0)
+            return r;
+        if (json_object_get(j, "event")) {
+            *ev = j;
+            return 0;
+        }
+        json_decref(j);   /* a reply nobody waits for */
+    }
+}
+
+int cli_control_call(struct vd_store *st, const char *command, json_t *args, json_t **ret,
+                     char *err, size_t errlen)
+{
+    struct cli_ctl *c;
+    *ret = NULL;
+    int r = cli_control_open(st, &c, err, errlen);
+    if (r < 0)
+        return r;
+    r = cli_control_cmd(c, command, args, ret, err, errlen);
+    cli_control_close(c);
     return r;
 }

@@ -13,6 +13,8 @@
 int cmd_serve(int argc, char **argv);
 /* stats.c: the counters of the vdiskd serving the store. */
 int cmd_stats(int argc, char **argv);
+/* job.c: the background jobs of that daemon. */
+int cmd_job(int argc, char **argv);
 
 static const struct cli_cmd commands[] = {
     { "create", vol_create,
@@ -34,6 +36,7 @@ static const struct cli_cmd commands[] = {
     { "flatten", vol_flatten, "flatten [-p] VOL" },
     { "df", store_df, "df [--output human|json]" },
     { "stats", cmd_stats, "stats [--watch] [--output human|json] (a running vdiskd's counters)" },
+    { "job", cmd_job, "job list|cancel ... (a running vdiskd's background jobs)" },
     { "serve", cmd_serve,
       "serve [--listen unix:PATH|tcp:HOST[:PORT]]... [--read-only] [-f] ... (runs vdiskd)" },
     { "img", cmd_img, "img create|info|check|map|convert|compare ..." },

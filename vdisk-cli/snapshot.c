@@ -8,6 +8,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -197,22 +198,133 @@ static int snap_rm(int argc, char **argv)
 
 static void commit_usage(FILE *f)
 {
-    fputs("Usage: vdisk snapshot commit [-p] VOL SNAP\n"
+    fputs("Usage: vdisk snapshot commit [-p] [--background] [--speed N] VOL SNAP\n"
           "\n"
           "Removes the snapshot SNAP of the volume VOL by merging what was\n"
           "written after it into it: the volume keeps its present content and\n"
           "its chain gets shorter.  Takes time in proportion to the data\n"
           "written since SNAP.  Safe against crashes.\n"
           "\n"
+          "When a vdiskd serves VOL, the daemon commits it while its clients go\n"
+          "on reading and writing (a job: 'vdisk job list'); the clients pause\n"
+          "only for the switch at the end.  Until then, an interrupt (Ctrl-C),\n"
+          "'vdisk job cancel' or a crash leaves the snapshot as it was.\n"
+          "\n"
           "  -p, --progress    show progress on a terminal\n"
+          "      --background  served volumes: start the job and return\n"
+          "      --speed N     served volumes: copy at most N bytes per second\n"
+          "                    (K, M, G suffixes; default: as fast as the\n"
+          "                    clients' own I/O leaves room for)\n"
           "      --store DIR   the store (default $VDISK_STORE)\n"
           "  -h, --help        show this help\n", f);
+}
+
+static volatile sig_atomic_t interrupted;
+
+static void on_interrupt(int sig)
+{
+    (void)sig;
+    interrupted = 1;
+}
+
+/* The commit of a volume a vdiskd serves: a job of the daemon, followed
+ * through its events until it ends.  Closes st. */
+static int online_commit(struct vd_store *st, const char *vol, const char *snap,
+                         struct cli_lib_progress *lp, bool background, uint64_t speed)
+{
+    char err[1024];
+    struct cli_ctl *c = NULL;
+    json_t *ret = NULL, *ev = NULL;
+    int r = cli_control_open(st, &c, err, sizeof(err)), ok = 0;
+    json_int_t id = 0;
+    if (r == -ENOENT || r == -ECONNREFUSED) {
+        cli_err_volume(-EBUSY, st, vol, NULL, vol);
+        goto out;
+    }
+    json_t *args = json_pack("{s:s,s:s,s:I}", "volume", vol, "name", snap, "speed",
+                             (json_int_t)speed);
+    if (r == 0)
+        r = cli_control_cmd(c, "snapshot-commit", args, &ret, err, sizeof(err));
+    json_decref(args);
+    if (r < 0) {
+        cli_err("snapshot commit %s@%s: %s", vol, snap, err[0] ? err : strerror(-r));
+        goto out;
+    }
+    id = json_integer_value(json_object_get(ret, "job"));
+    if (background) {
+        printf("Committing snapshot '%s' of volume '%s' in vdiskd (job %lld; see "
+               "'vdisk job list')\n", snap, vol, (long long)id);
+        ok = 1;
+        goto out;
+    }
+    struct sigaction sa = { .sa_handler = on_interrupt }, old;
+    sigaction(SIGINT, &sa, &old);   /* no SA_RESTART: the read returns */
+    bool asked = false;
+    for (;;) {
+        if (interrupted && !asked) {
+            json_t *ca = json_pack("{s:I}", "id", id), *cr = NULL;
+            fprintf(stderr, "vdisk: interrupted: cancelling job %lld\n", (long long)id);
+            cli_control_cmd(c, "job-cancel", ca, &cr, err, sizeof(err));
+            json_decref(ca);
+            json_decref(cr);
+            asked = true;
+        }
+        json_decref(ev);
+        ev = NULL;
+        r = cli_control_event(c, &ev, err, sizeof(err));
+        if (r == -EINTR)
+            continue;
+        if (r < 0) {
+            cli_err("snapshot commit %s@%s: %s", vol, snap, err);
+            break;
+        }
+        const char *name = json_string_value(json_object_get(ev, "event"));
+        json_t *d = json_object_get(ev, "data");
+        if (json_integer_value(json_object_get(d, "id")) != id ||
+            !json_is_integer(json_object_get(d, "id")))
+            continue;
+        if (strcmp(name, "JOB_PROGRESS") == 0) {
+            cli_lib_progress(lp, (uint64_t)json_integer_value(json_object_get(d, "done")),
+                             (uint64_t)json_integer_value(json_object_get(d, "total")));
+            continue;
+        }
+        const char *e = json_string_value(json_object_get(d, "error"));
+        if (strcmp(name, "JOB_CANCELLED") == 0) {
+            cli_lib_progress_end(lp, false);
+            cli_err("snapshot commit %s@%s: cancelled (%s); the snapshot is kept", vol, snap,
+                    json_string_value(json_object_get(d, "reason")));
+        } else if (strcmp(name, "JOB_COMPLETED") == 0 && e) {
+            cli_lib_progress_end(lp, false);
+            cli_err("snapshot commit %s@%s: %s", vol, snap, e);
+        } else if (strcmp(name, "JOB_COMPLETED") == 0) {
+            cli_lib_progress_end(lp, true);
+            printf("Committed snapshot '%s' of volume '%s'\n", snap, vol);
+            printf("  (by vdiskd while serving it: %.1f MiB copied in %.1f s; I/O paused "
+                   "%.1f ms)\n",
+                   (double)json_integer_value(json_object_get(d, "bytes")) / 1048576.0,
+                   json_number_value(json_object_get(d, "seconds")),
+                   (double)json_integer_value(json_object_get(d, "pause-us")) / 1000.0);
+            ok = 1;
+        } else {
+            continue;
+        }
+        break;
+    }
+    sigaction(SIGINT, &old, NULL);
+out:
+    json_decref(ev);
+    json_decref(ret);
+    cli_control_close(c);
+    vd_store_close(st);
+    return ok ? EXIT_OK : EXIT_ERR;
 }
 
 static int snap_commit(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "progress", no_argument, NULL, 'p' },
+        { "background", no_argument, NULL, 'b' },
+        { "speed", required_argument, NULL, 's' },
         CLI_STORE_OPTION,
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
@@ -220,12 +332,21 @@ static int snap_commit(int argc, char **argv)
     struct cli_lib_progress lp = { 0 };
     struct vd_store *st;
     const char *vol, *snap;
+    bool background = false;
+    uint64_t speed = 0;
     int c, ret;
 
     while ((c = getopt_long(argc, argv, "ph", opts, NULL)) != -1) {
         switch (c) {
         case 'p':
             lp.wanted = true;
+            break;
+        case 'b':
+            background = true;
+            break;
+        case 's':
+            if (cli_parse_size(optarg, &speed) < 0)
+                return cli_usage_error(GROUP " commit", "invalid speed '%s'", optarg);
             break;
         case OPT_STORE:
             cli_set_store(optarg);
@@ -247,6 +368,9 @@ static int snap_commit(int argc, char **argv)
     if (cli_store_open(0, &st) < 0)
         return EXIT_ERR;
     ret = vd_snapshot_commit(st, vol, snap, cli_lib_progress, &lp);
+    struct vd_volume_info vi;
+    if (ret == -EBUSY && vd_volume_info(st, vol, &vi) == 0 && vi.writer_pid)
+        return online_commit(st, vol, snap, &lp, background, speed);
     cli_lib_progress_end(&lp, ret == 0);
     if (ret < 0)
         cli_err_volume(ret, st, vol, NULL, vol);

@@ -285,6 +285,35 @@ static void later_post(struct later *src)
     worker_post_task(&src->d->workers[0], &l->t);
 }
 
+void control_reply_post(struct vdiskd *d, uint64_t serial, json_t *id, json_t *reply)
+{
+    struct later l = { .d = d, .serial = serial, .id = id, .reply = reply };
+    later_post(&l);
+}
+
+static void event_send(struct worker *w, struct task *t)
+{
+    struct later *l = (struct later *)t;
+    (void)w;
+    control_event(l->d, json_string_value(l->id), l->reply);
+    json_decref(l->id);
+    free(l);
+}
+
+void control_event_post(struct vdiskd *d, const char *name, json_t *data)
+{
+    struct later *l = calloc(1, sizeof(*l));
+    if (!l) {
+        json_decref(data);
+        return;
+    }
+    l->t.run = event_send;
+    l->d = d;
+    l->id = json_string(name);   /* the event's name */
+    l->reply = data;
+    worker_post_task(&d->workers[0], &l->t);
+}
+
 /* Posts run for volume vol (snapshot snap) to ex's thread; takes the
  * reference to ex the caller holds.  Returns CTL_LATER or an error reply. */
 static json_t *post_vol_task(struct ctl_client *c, struct export *ex, json_t *id,
@@ -386,6 +415,7 @@ static void rb_run(struct worker *w, struct task *t)
     char why[300];
     snprintf(why, sizeof(why), "volume %s rolled back to snapshot %s (forced)", rt->vol,
              rt->snap);
+    jobs_cancel_export(w, ex, "the volume is rolled back");
     unsigned n = worker_disconnect_export(w, ex, why);
     int r;
     pthread_mutex_lock(&d->lock);
@@ -463,6 +493,44 @@ static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t 
     ex->refs++;   /* kept until the task ran */
     pthread_mutex_unlock(&d->lock);
     return post_vol_task(c, ex, id, vol, snap, rb_run);
+}
+
+/* snapshot-commit: a job (jobs.c); its id comes in the reply, its end in a
+ * JOB_COMPLETED or JOB_CANCELLED event. */
+static json_t *cmd_snapshot_commit(struct ctl_client *c, json_t *args, json_t *id)
+{
+    const char *vol, *snap;
+    char err[1024];
+    json_t *bad = vol_snap_args("snapshot-commit", args, &vol, &snap);
+    if (bad)
+        return bad;
+    json_t *sp = json_object_get(args, "speed");
+    if (sp && (!json_is_integer(sp) || json_integer_value(sp) < 0))
+        return error_obj("GenericError", "snapshot-commit: 'speed' must be a number of "
+                                         "bytes per second (0: no limit)");
+    if (strchr(vol, '@'))
+        return error_obj("GenericError", "snapshot-commit: 'volume' names a volume");
+    if (job_commit_start(c->d, vol, snap, sp ? (uint64_t)json_integer_value(sp) : 0,
+                         c->serial, id, err, sizeof(err)) < 0)
+        return error_obj("GenericError", err);
+    return CTL_LATER;
+}
+
+static json_t *cmd_query_jobs(struct ctl_client *c, json_t *args)
+{
+    (void)args;
+    return json_pack("{s:o}", "return", jobs_query(c->d));
+}
+
+static json_t *cmd_job_cancel(struct ctl_client *c, json_t *args)
+{
+    json_t *idj = json_object_get(args, "id");
+    if (!json_is_integer(idj))
+        return error_obj("GenericError", "job-cancel needs 'id' (a number, from query-jobs)");
+    json_int_t id = json_integer_value(idj);
+    if (id <= 0 || id > UINT32_MAX || job_cancel(c->d, (unsigned)id) < 0)
+        return error_obj("GenericError", "no such job");
+    return json_pack("{s:{}}", "return");
 }
 
 #define GET(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
@@ -546,6 +614,9 @@ static const struct {
 } commands[] = {
     { "snapshot-create", NULL, cmd_snapshot_create },
     { "snapshot-rollback", NULL, cmd_snapshot_rollback },
+    { "snapshot-commit", NULL, cmd_snapshot_commit },
+    { "job-cancel", cmd_job_cancel, NULL },
+    { "query-jobs", cmd_query_jobs, NULL },
     { "qmp_capabilities", cmd_capabilities, NULL },
     { "query-version", cmd_query_version, NULL },
     { "query-volumes", cmd_query_volumes, NULL },

@@ -144,6 +144,10 @@ static int export_get_locked(struct vdiskd *d, struct worker *w, const char *nam
             return 0;
         }
     }
+    if (jobs_busy_locked(d, name)) {
+        vlog(LOG_ERR, "export %s: the snapshot is being committed", name);
+        return -EBUSY;
+    }
     ex = calloc(1, sizeof(*ex));
     if (!ex || !(ex->name = strdup(name))) {
         free(ex);

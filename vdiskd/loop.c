@@ -512,7 +512,8 @@ static int loop_wait(struct worker *w, struct epoll_event *ev, int max)
                 return n;
         } while (vdiskd_now_ns() < end);
     }
-    return epoll_wait(w->epfd, ev, max, 1000);
+    /* Jobs pace themselves by the clock (jobs.c). */
+    return epoll_wait(w->epfd, ev, max, w->jobs ? 10 : 1000);
 }
 
 __thread struct worker *current_worker;
@@ -532,6 +533,7 @@ static int worker_run(struct worker *w)
             struct watch *wt = ev[i].data.ptr;
             wt->cb(wt, ev[i].events);
         }
+        jobs_run(w);
         clients_flush(w);
         clients_reap(w);
         /* Not in sig_io: this round's events may still name a listener. */
@@ -539,6 +541,7 @@ static int worker_run(struct worker *w)
             listen_close_all(d);
     }
     run_tasks(w);
+    jobs_cancel_all(w, "the daemon is stopping");
     exports_close_posted(w);
     /* Drain any I/O still in the context (none expected: every connection
      * was freed only with nothing in flight). */

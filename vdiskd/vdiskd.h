@@ -74,6 +74,7 @@ struct worker {
     struct client *inbox;               /* handed over by other threads */
     struct export *close_inbox;         /* exports to close here (exports.c) */
     struct task *tasks;                 /* work handed over by other threads */
+    struct job *jobs;                   /* background jobs it runs (jobs.c) */
 };
 
 /* Work for a given worker's thread (worker_post_task). */
@@ -100,6 +101,8 @@ struct vdiskd {
     struct vd_store *store;
     struct vd_layer_cache *cache;
     struct export *exports;
+    struct job *jobs;                   /* every job (jobs.c) */
+    unsigned last_job;                  /* the last job id given */
 
     struct worker *workers;
     unsigned next_worker;               /* round robin for new connections */
@@ -146,8 +149,54 @@ struct json_t;
 int control_start(struct vdiskd *d, const char *path, const char *group);
 void control_stop(struct vdiskd *d);
 /* Sends an event to every control client; takes the reference of data
- * (NULL: an empty object). */
+ * (NULL: an empty object).  On worker 0; control_event_post from any
+ * thread. */
 void control_event(struct vdiskd *d, const char *name, struct json_t *data);
+void control_event_post(struct vdiskd *d, const char *name, struct json_t *data);
+/* Sends reply (taken) with id (taken) to the control client of that serial,
+ * if it is still connected; from any thread. */
+void control_reply_post(struct vdiskd *d, uint64_t serial, struct json_t *id,
+                        struct json_t *reply);
+
+/* ---- jobs.c: background jobs (snapshot-commit) ---- */
+
+enum { JOB_STARTING, JOB_RUNNING };
+
+struct vd_commit;
+struct job {
+    struct task t;                      /* the start, on the export's thread */
+    struct vdiskd *d;
+    unsigned id;
+    struct export *ex;                  /* a reference */
+    struct vd_commit *cm;               /* its thread only */
+    char vol[VD_NAME_MAX + 1], snap[VD_NAME_MAX + 1];
+    uint64_t speed;                     /* bytes per second, 0: no cap */
+    uint64_t t0, t_event, t_scanned;    /* vdiskd_now_ns() */
+    uint64_t done, total;               /* relaxed atomics: for query-jobs */
+    int state;                          /* relaxed atomic */
+    bool cancel;                        /* relaxed atomic: asked for */
+    uint64_t serial;                    /* the control client that started it */
+    struct json_t *idj;                 /* and its command id */
+    struct job *next;                   /* d->jobs, under d->lock */
+    struct job *wnext;                  /* its worker's jobs */
+};
+
+/* Starts committing snapshot snap of volume vol in the background (opening
+ * the volume if nobody serves it); the reply (job id or error) goes to
+ * control client serial later.  <0 with err set when it cannot start. */
+int job_commit_start(struct vdiskd *d, const char *vol, const char *snap, uint64_t speed,
+                     uint64_t serial, struct json_t *id, char *err, size_t errlen);
+/* Asks job id to stop: -ENOENT if there is none. */
+int job_cancel(struct vdiskd *d, unsigned id);
+/* The jobs for query-jobs. */
+struct json_t *jobs_query(struct vdiskd *d);
+/* A loop round's work for the jobs of w (its thread). */
+void jobs_run(struct worker *w);
+/* Cancels the jobs of ex (on its thread) / every job of w. */
+void jobs_cancel_export(struct worker *w, struct export *ex, const char *why);
+void jobs_cancel_all(struct worker *w, const char *why);
+/* True when name is "VOL@SNAP" of a snapshot being committed (d->lock). */
+bool jobs_busy_locked(struct vdiskd *d, const char *name);
 
 /* ---- listen.c: sockets ---- */
 

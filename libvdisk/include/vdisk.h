@@ -460,6 +460,7 @@ struct vd_commit_status {
     uint64_t total;               /* estimate of the bytes to copy, >= done */
     uint64_t dirty;               /* bytes written since their copy */
     unsigned inflight;            /* blocks being copied */
+    bool scanned;                 /* the first pass over the data is over */
     bool ready;                   /* the first pass is over and little is dirty */
 };
 

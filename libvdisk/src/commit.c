@@ -388,6 +388,7 @@ void vd_commit_status(const struct vd_commit *j, struct vd_commit_status *s)
     s->dirty = j->ndirty * j->bs;
     s->total = j->total > j->done + s->dirty ? j->total : j->done + s->dirty;
     s->inflight = j->inflight;
+    s->scanned = j->scan_done;
     s->ready = j->scan_done && s->dirty <= CM_READY_BYTES;
 }
 
@@ -536,6 +537,10 @@ int vd_commit_start(struct vd_store *st, const char *vol, const char *snap,
         r = vdi_err(-EINVAL, "the chain given is not volume '%s' open for writing", vol);
         goto fail;
     }
+    if (chain->layers[ci + 1]->refs > 1) {
+        r = vdi_err(-EBUSY, "snapshot '%s' is open elsewhere in this process (served?)", snap);
+        goto fail;
+    }
     j->C = chain->layers[ci];
     j->C->refs++;
     st_layer_path(st, j->lu, lp, sizeof(lp));
@@ -621,27 +626,6 @@ fail:
 }
 
 /* ---- the switch ---- */
-
-/* Copies blk now, with plain system calls. */
-static int copy_sync(struct vd_commit *j, uint64_t blk)
-{
-    struct cm_copy *cp = &j->copies[0];
-    uint64_t bytes = plan_block(j, blk, cp);
-    if (!bytes)
-        return 0;
-    uint64_t slot = block_slot(j, blk);
-    int r = 0;
-    for (unsigned i = 0; i < cp->nrd && r == 0; i++)
-        r = vdi_pread_full(cp->rd[i].fd, cp->buf + cp->rd[i].boff, cp->rd[i].len, cp->rd[i].off);
-    for (unsigned i = 0; i < cp->nwr && r == 0; i++)
-        r = vdi_pwrite_full(j->L->fd, cp->buf + cp->wr[i].boff, cp->wr[i].len,
-                            slot + cp->wr[i].boff, false);
-    if (r < 0)
-        return vdi_err(r, "commit: copying block %llu: %s", (unsigned long long)blk,
-                       strerror(-r));
-    j->done += bytes;
-    return slot_put(j, blk, slot);
-}
 
 /* Space of L to give back once its index is durable. */
 struct punch {
@@ -798,15 +782,25 @@ int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
                     j->vol);
         goto cancel;
     }
-    /* What is left: the rest of the first pass, then the dirty blocks. */
-    for (; j->scan < j->nblocks && r == 0; j->scan++) {
-        dirty_test_clear(j, j->scan);
-        r = copy_sync(j, j->scan);
+    if (c->layers[ci + 1]->refs > 1) {
+        /* Another chain (of the snapshot, or one above it) reads L through
+         * the layer cache with L's old index. */
+        r = vdi_err(-EBUSY, "snapshot '%s' was opened elsewhere in this process during "
+                    "the commit", j->snap);
+        goto cancel;
     }
-    j->scan_done = true;
-    for (uint64_t b = 0; b < j->nblocks && j->ndirty && r == 0; b++)
-        if (dirty_test_clear(j, b))
-            r = copy_sync(j, b);
+    /* What is left (the rest of the first pass, the dirty blocks), with
+     * every copy slot busy: no request of the chain starts meanwhile. */
+    while (r == 0 && (!j->scan_done || j->ndirty || j->inflight)) {
+        if ((r = vd_commit_pump(j, CM_COPIES)) < 0)
+            break;
+        r = 0;
+        if (j->inflight && (r = vd_ctx_poll(j->ctx, -1)) < 0)
+            break;
+        r = 0;
+    }
+    if (r == 0)
+        r = j->err;
     if (r == 0 && (r = vdi_fdatasync(j->L->fd)) < 0)
         vdi_err(r, "%s: sync: %s", j->L->path, strerror(-r));
     if (r < 0)
