@@ -73,19 +73,21 @@ static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
 
     if (__atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE))
         return -ESHUTDOWN;
-    r = export_get(d, w, name, &ex);
+    bool ro;
+    r = export_open_name(d, w, name, &ex, &ro);
     if (r < 0) {
         vlog(LOG_DEBUG, "%s: export '%s' refused: %s", nbds_conn_peer(c), name, strerror(-r));
         return r;
     }
     memset(info, 0, sizeof(*info));
     info->size = vd_chain_size(ex->chain);
-    info->read_only = !ex->writable;
+    bool wr = ex->writable && !ro;
+    info->read_only = !wr;
     info->can_flush = true;
-    info->can_fua = ex->writable;
-    info->can_trim = ex->writable;
-    info->can_zero = ex->writable;
-    info->can_fast_zero = ex->writable;
+    info->can_fua = wr;
+    info->can_trim = wr;
+    info->can_zero = wr;
+    info->can_fast_zero = wr;
     info->can_cache = true;
     /* One chain per export name: a flush on any connection makes the
      * completed writes of every connection durable. */
@@ -97,7 +99,7 @@ static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
     info->max_block = NBDS_DEFAULT_MAX_PAYLOAD;
     snprintf(info->description, sizeof(info->description), "%s", ex->description);
     vlog(LOG_DEBUG, "%s: export %s (%s)", nbds_conn_peer(c), name,
-         ex->writable ? "read-write" : "read-only");
+         wr ? "read-write" : "read-only");
     *handle = ex;
     return 0;
 }

@@ -446,6 +446,25 @@ reply:
     free(rt);
 }
 
+/* "'NAME' is in use by N NBD client(s): PEER, ..." (d->lock held);
+ * returns the length written. */
+static size_t users_msg(struct export *ex, char *msg, size_t size)
+{
+    unsigned n = 0, shown = 0;
+    for (const struct client *u = ex->users; u; u = client_user_next(u))
+        n++;
+    size_t len = (size_t)snprintf(msg, size, "'%s' is in use by %u NBD client(s):", ex->name, n);
+    for (const struct client *u = ex->users; u && len < size; u = client_user_next(u)) {
+        if (++shown > 8) {
+            len += (size_t)snprintf(msg + len, size - len, " ...");
+            break;
+        }
+        len += (size_t)snprintf(msg + len, size - len, "%s %s", shown > 1 ? "," : "",
+                                client_peer(u));
+    }
+    return len < size ? len : size;
+}
+
 static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t *id)
 {
     struct vdiskd *d = c->d;
@@ -468,21 +487,7 @@ static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t 
     }
     if (ex->users && !json_is_true(fj)) {
         char msg[1024];
-        unsigned n = 0;
-        size_t len = 0;
-        for (const struct client *u = ex->users; u; u = client_user_next(u))
-            n++;
-        len = (size_t)snprintf(msg, sizeof(msg),
-                               "volume '%s' is in use by %u NBD client(s):", vol, n);
-        unsigned shown = 0;
-        for (const struct client *u = ex->users; u && len < sizeof(msg); u = client_user_next(u)) {
-            if (++shown > 8) {
-                len += (size_t)snprintf(msg + len, sizeof(msg) - len, " ...");
-                break;
-            }
-            len += (size_t)snprintf(msg + len, sizeof(msg) - len, "%s %s",
-                                    shown > 1 ? "," : "", client_peer(u));
-        }
+        size_t len = users_msg(ex, msg, sizeof(msg));
         if (len < sizeof(msg))
             snprintf(msg + len, sizeof(msg) - len,
                      "; rolling back changes their disk under them: force disconnects "
@@ -493,6 +498,87 @@ static json_t *cmd_snapshot_rollback(struct ctl_client *c, json_t *args, json_t 
     ex->refs++;   /* kept until the task ran */
     pthread_mutex_unlock(&d->lock);
     return post_vol_task(c, ex, id, vol, snap, rb_run);
+}
+
+/* ---- export-add, export-remove ---- */
+
+static json_t *cmd_export_add(struct ctl_client *c, json_t *args)
+{
+    const char *name = arg_str(args, "name"), *target = arg_str(args, "target");
+    json_t *ro = json_object_get(args, "read-only");
+    char err[512];
+    if (!name || (json_object_get(args, "target") && !target) || (ro && !json_is_boolean(ro)))
+        return error_obj("GenericError", "export-add needs 'name' (a string), and takes "
+                                         "'target' (a string) and 'read-only' (a boolean)");
+    if (export_cfg_add(c->d, name, target, json_is_true(ro), err, sizeof(err)) < 0)
+        return error_obj("GenericError", err);
+    return json_pack("{s:{}}", "return");
+}
+
+/* export-remove of an open export in "hard" mode, on its thread: its
+ * jobs stop, its clients are disconnected, it closes. */
+static void rm_run(struct worker *w, struct task *t)
+{
+    struct vol_task *rt = (struct vol_task *)t;
+    struct vdiskd *d = rt->l.d;
+    struct export *ex = rt->ex;
+    jobs_cancel_export(w, ex, "the export is removed");
+    unsigned n = worker_disconnect_export(w, ex, "the export was removed (export-remove)");
+    vlog(LOG_INFO, "export %s removed: %u client(s) disconnected", rt->vol, n);
+    export_put(d, ex);
+    rt->l.reply = json_pack("{s:{s:i}}", "return", "disconnected", (int)n);
+    later_post(&rt->l);
+    free(rt);
+}
+
+static json_t *cmd_export_remove(struct ctl_client *c, json_t *args, json_t *id)
+{
+    struct vdiskd *d = c->d;
+    const char *name = arg_str(args, "name"), *mode = arg_str(args, "mode");
+    char err[1024];
+    bool alias;
+    if (!name || (json_object_get(args, "mode") && !mode))
+        return error_obj("GenericError", "export-remove needs 'name' (a string), and takes "
+                                         "'mode' (\"safe\" or \"hard\")");
+    bool hard = mode && strcmp(mode, "hard") == 0;
+    if (mode && !hard && strcmp(mode, "safe") != 0)
+        return error_obj("GenericError", "export-remove: 'mode' is \"safe\" or \"hard\"");
+    if (strlen(name) > EXPORT_NAME_MAX)
+        return error_obj("GenericError", "name too long");
+    pthread_mutex_lock(&d->lock);
+    struct export *ex = export_find_locked(d, name);
+    if (ex && ex->refs == 0)
+        ex = NULL;   /* closing */
+    if (ex && !hard) {
+        bool job = false;
+        for (struct job *j = d->jobs; j; j = j->next)
+            job |= j->ex == ex;
+        if (ex->users || job) {
+            size_t len = ex->users ? users_msg(ex, err, sizeof(err))
+                                   : (size_t)snprintf(err, sizeof(err), "'%s' has a job "
+                                                      "running (query-jobs)", name);
+            if (len < sizeof(err))
+                snprintf(err + len, sizeof(err) - len, "; mode \"hard\" disconnects them");
+            pthread_mutex_unlock(&d->lock);
+            return error_obj("GenericError", err);
+        }
+    }
+    int r = export_cfg_remove_locked(d, name, &alias, err, sizeof(err));
+    if (r < 0 || alias || !ex) {
+        pthread_mutex_unlock(&d->lock);
+        if (r < 0)
+            return error_obj("GenericError", err);
+        return json_pack("{s:{s:i}}", "return", "disconnected", 0);
+    }
+    ex->refs++;   /* kept until the task ran */
+    pthread_mutex_unlock(&d->lock);
+    return post_vol_task(c, ex, id, name, "", rm_run);
+}
+
+static json_t *cmd_query_export_config(struct ctl_client *c, json_t *args)
+{
+    (void)args;
+    return json_pack("{s:o}", "return", export_cfg_query(c->d));
 }
 
 /* snapshot-commit: a job (jobs.c); its id comes in the reply, its end in a
@@ -616,6 +702,9 @@ static const struct {
     { "snapshot-rollback", NULL, cmd_snapshot_rollback },
     { "snapshot-commit", NULL, cmd_snapshot_commit },
     { "job-cancel", cmd_job_cancel, NULL },
+    { "export-add", cmd_export_add, NULL },
+    { "export-remove", NULL, cmd_export_remove },
+    { "query-export-config", cmd_query_export_config, NULL },
     { "query-jobs", cmd_query_jobs, NULL },
     { "qmp_capabilities", cmd_capabilities, NULL },
     { "query-version", cmd_query_version, NULL },

@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "vdiskd.h"
 
 void fmt_size(uint64_t n, char *out, size_t outlen)
@@ -227,6 +229,154 @@ void export_close_locked(struct vdiskd *d, struct export *ex)
     free(ex);
 }
 
+/* ---- export-add / export-remove ---- */
+
+static struct export_cfg *cfg_find(struct vdiskd *d, const char *name)
+{
+    for (struct export_cfg *c = d->cfgs; c; c = c->next)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+static struct export_cfg *cfg_get(struct vdiskd *d, const char *name)
+{
+    struct export_cfg *c = cfg_find(d, name);
+    if (c || !(c = calloc(1, sizeof(*c))))
+        return c;
+    snprintf(c->name, sizeof(c->name), "%s", name);
+    c->next = d->cfgs;
+    d->cfgs = c;
+    return c;
+}
+
+static void cfg_drop(struct vdiskd *d, struct export_cfg *c)
+{
+    for (struct export_cfg **pp = &d->cfgs; *pp; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            free(c);
+            return;
+        }
+    }
+}
+
+/* A store name (volume, snapshot, template): something lookup finds. */
+static bool store_name(struct vdiskd *d, const char *name)
+{
+    vd_uuid u;
+    bool wr;
+    char desc[256];
+    return lookup(d, name, &u, &wr, desc, sizeof(desc)) == 0;
+}
+
+int export_cfg_add(struct vdiskd *d, const char *name, const char *target, bool read_only,
+                   char *err, size_t errlen)
+{
+    int r = 0;
+    size_t n = strlen(name);
+    if (n == 0 || n > EXPORT_NAME_MAX || strchr(name, '\n')) {
+        snprintf(err, errlen, "export names have 1 to %d characters", EXPORT_NAME_MAX);
+        return -EINVAL;
+    }
+    pthread_mutex_lock(&d->lock);
+    struct export_cfg *c = cfg_find(d, name);
+    if (target && strcmp(target, name) == 0)
+        target = NULL;
+    if (target) {
+        if (store_name(d, name)) {
+            snprintf(err, errlen, "'%s' is a name of the store: an alias cannot hide it", name);
+            r = -EEXIST;
+        } else if (c && c->target[0] && strcmp(c->target, target) != 0) {
+            snprintf(err, errlen, "'%s' is already an alias of '%s'", name, c->target);
+            r = -EEXIST;
+        } else if (cfg_find(d, target) && cfg_find(d, target)->target[0]) {
+            snprintf(err, errlen, "'%s' is an alias itself", target);
+            r = -EINVAL;
+        } else if (!store_name(d, target)) {
+            snprintf(err, errlen, "the store has no volume, snapshot or template '%s'", target);
+            r = -ENOENT;
+        }
+    } else if (c && c->target[0]) {
+        snprintf(err, errlen, "'%s' is an alias of '%s': give its target to change it", name,
+                 c->target);
+        r = -EEXIST;
+    } else if (!store_name(d, name)) {
+        snprintf(err, errlen, "the store has no volume, snapshot or template '%s'", name);
+        r = -ENOENT;
+    }
+    if (r == 0 && !(c = cfg_get(d, name))) {
+        snprintf(err, errlen, "out of memory");
+        r = -ENOMEM;
+    }
+    if (r == 0) {
+        snprintf(c->target, sizeof(c->target), "%s", target ? target : "");
+        c->read_only = read_only;
+        c->removed = false;
+        if (!target && !read_only)
+            cfg_drop(d, c);   /* plain again */
+    }
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int export_cfg_remove_locked(struct vdiskd *d, const char *name, bool *alias, char *err,
+                             size_t errlen)
+{
+    struct export_cfg *c = cfg_find(d, name);
+    *alias = c && c->target[0];
+    if (*alias) {
+        cfg_drop(d, c);
+        return 0;
+    }
+    if ((c && c->removed) || !store_name(d, name)) {
+        snprintf(err, errlen, "no export named '%s'", name);
+        return -ENOENT;
+    }
+    if (!(c = cfg_get(d, name))) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    c->removed = true;
+    return 0;
+}
+
+void export_cfg_free(struct vdiskd *d)
+{
+    while (d->cfgs)
+        cfg_drop(d, d->cfgs);
+}
+
+json_t *export_cfg_query(struct vdiskd *d)
+{
+    json_t *list = json_array();
+    pthread_mutex_lock(&d->lock);
+    for (struct export_cfg *c = d->cfgs; c; c = c->next) {
+        json_t *o = json_pack("{s:s,s:b,s:b}", "name", c->name, "read-only", c->read_only,
+                              "removed", c->removed);
+        if (o && c->target[0])
+            json_object_set_new(o, "target", json_string(c->target));
+        json_array_append_new(list, o);
+    }
+    pthread_mutex_unlock(&d->lock);
+    return list;
+}
+
+int export_open_name(struct vdiskd *d, struct worker *w, const char *name,
+                     struct export **out, bool *read_only)
+{
+    pthread_mutex_lock(&d->lock);
+    const struct export_cfg *c = cfg_find(d, name);
+    *read_only = c && c->read_only;
+    int r;
+    if (c && c->removed)
+        r = -ENOENT;
+    else
+        r = export_get_locked(d, w, c && c->target[0] ? c->target : name, out);
+    pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
 int export_get(struct vdiskd *d, struct worker *w, const char *name, struct export **out)
 {
     pthread_mutex_lock(&d->lock);
@@ -293,6 +443,15 @@ void exports_close_all(struct vdiskd *d)
     pthread_mutex_unlock(&d->lock);
 }
 
+/* Adds name to an NBD_OPT_LIST unless export-remove took it away. */
+static int list_add(struct vdiskd *d, struct nbds_list *l, const char *name, const char *desc)
+{
+    const struct export_cfg *c = cfg_find(d, name);
+    if (c && c->removed)
+        return 0;
+    return nbds_list_add(l, name, desc);
+}
+
 static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
 {
     struct vd_volume_info *vols = NULL;
@@ -307,7 +466,7 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
         fmt_size(vols[i].size, sz, sizeof(sz));
         snprintf(desc, sizeof(desc), "volume %s (%s)%s", vols[i].name, sz,
                  d->read_only ? ", read-only" : "");
-        r = nbds_list_add(l, vols[i].name, desc);
+        r = list_add(d, l, vols[i].name, desc);
         struct vd_snapshot_info *s = NULL;
         size_t ns = 0;
         if (r >= 0 && vd_snapshot_list(d->store, vols[i].name, &s, &ns) == 0) {
@@ -316,7 +475,7 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
                 fmt_size(s[j].size, sz, sizeof(sz));
                 snprintf(desc, sizeof(desc), "snapshot %s of volume %s (%s, read-only)",
                          s[j].name, vols[i].name, sz);
-                r = nbds_list_add(l, name, desc);
+                r = list_add(d, l, name, desc);
             }
             free(s);
         }
@@ -333,19 +492,26 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
         fmt_size(tpls[i].size, sz, sizeof(sz));
         snprintf(desc, sizeof(desc), "template %s, newest version %u (%s, read-only)",
                  tpls[i].name, (unsigned)tpls[i].latest, sz);
-        r = nbds_list_add(l, tpls[i].name, desc);
+        r = list_add(d, l, tpls[i].name, desc);
         if (r >= 0 && vd_template_info(d->store, tpls[i].name, &ti, &v, &n) == 0) {
             for (size_t j = 0; j < n && r >= 0; j++) {
                 snprintf(name, sizeof(name), "%s@%u", tpls[i].name, (unsigned)v[j].version);
                 fmt_size(v[j].size, sz, sizeof(sz));
                 snprintf(desc, sizeof(desc), "template %s version %u (%s, read-only)",
                          tpls[i].name, (unsigned)v[j].version, sz);
-                r = nbds_list_add(l, name, desc);
+                r = list_add(d, l, name, desc);
             }
             free(v);
         }
     }
     free(tpls);
+    for (const struct export_cfg *c = d->cfgs; c && r >= 0; c = c->next) {
+        if (!c->target[0])
+            continue;
+        char ad[EXPORT_NAME_MAX + 32];
+        snprintf(ad, sizeof(ad), "alias of %s%s", c->target, c->read_only ? " (read-only)" : "");
+        r = nbds_list_add(l, c->name, ad);
+    }
     return r < 0 ? r : 0;
 }
 

@@ -278,6 +278,7 @@ out:
      * on an error path free whatever is left: exports hold chains (on the
      * workers' contexts), chains hold the cache. */
     exports_close_all(&d);
+    export_cfg_free(&d);
     for (unsigned i = 0; d.workers && i < d.nworkers; i++)
         worker_fini(&d.workers[i]);
     free(d.workers);

@@ -102,6 +102,7 @@ struct vdiskd {
     struct vd_layer_cache *cache;
     struct export *exports;
     struct job *jobs;                   /* every job (jobs.c) */
+    struct export_cfg *cfgs;            /* export-add / export-remove */
     unsigned last_job;                  /* the last job id given */
 
     struct worker *workers;
@@ -225,6 +226,18 @@ struct export_stats {
     uint64_t lat[STAT_LAT_BUCKETS];     /* [k]: latency < 2^(k+1) us */
 };
 
+/* What export-add and export-remove set (d->lock): a name that is not
+ * served (removed), or an alias that serves target under another name;
+ * either may make its connections read-only.  Not kept across restarts. */
+#define EXPORT_NAME_MAX 255
+struct export_cfg {
+    char name[EXPORT_NAME_MAX + 1];
+    char target[EXPORT_NAME_MAX + 1];   /* "" unless an alias */
+    bool read_only;
+    bool removed;
+    struct export_cfg *next;
+};
+
 struct export {
     char *name;
     struct vd_chain *chain;             /* opened on owner->ctx */
@@ -248,6 +261,20 @@ struct export {
  * -EBUSY locked by another writer, other negative errnos from libvdisk.
  * Takes d->lock. */
 int export_get(struct vdiskd *d, struct worker *w, const char *name, struct export **out);
+/* The same for a client's export name: an alias opens its target, a name
+ * export-remove took away is -ENOENT; *read_only says whether this
+ * connection may only read. */
+int export_open_name(struct vdiskd *d, struct worker *w, const char *name,
+                     struct export **out, bool *read_only);
+/* export-add: serve name again (target NULL), or serve target as name. */
+int export_cfg_add(struct vdiskd *d, const char *name, const char *target, bool read_only,
+                   char *err, size_t errlen);
+/* export-remove's bookkeeping (d->lock held): stop serving name to new
+ * clients; *alias says whether it was an alias (then nothing else to do). */
+int export_cfg_remove_locked(struct vdiskd *d, const char *name, bool *alias, char *err,
+                             size_t errlen);
+void export_cfg_free(struct vdiskd *d);
+struct json_t *export_cfg_query(struct vdiskd *d);
 /* Drops a reference; the last one closes the chain (flush, clean), on the
  * export's own worker: from another thread the close is posted to it.
  * Takes d->lock. */
