@@ -675,8 +675,15 @@ static json_t *cmd_query_stats(struct ctl_client *c, json_t *args)
         json_array_append_new(list, o);
     }
     pthread_mutex_unlock(&d->lock);
-    return json_pack("{s:{s:o,s:I}}", "return", "exports", list, "connections",
-                     (json_int_t)__atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
+    json_t *ret = json_pack("{s:{s:o,s:I}}", "return", "exports", list, "connections",
+                            (json_int_t)__atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
+    uint64_t total = GET(d->space.total), avail = GET(d->space.avail);
+    if (ret && total)
+        json_object_set_new(json_object_get(ret, "return"), "store",
+                            json_pack("{s:s,s:I,s:I}", "path", vd_store_path(d->store),
+                                      "free-bytes", (json_int_t)avail, "total-bytes",
+                                      (json_int_t)total));
+    return ret;
 }
 
 static json_t *cmd_quit(struct ctl_client *c, json_t *args)

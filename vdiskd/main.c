@@ -56,6 +56,8 @@ static void usage(FILE *f)
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
           "  --poll-us N           while I/O is in flight, poll this many microseconds\n"
           "                        before sleeping (default " VDISKD_STR(VDISKD_POLL_US) "; 0: never poll)\n"
+          "  --space-warn P[,P...] warn (log, SPACE_LOW event) when the store's\n"
+          "                        filesystem has less than P% free (default 10,5,1)\n"
           "  --threads N           event loop threads (default: one per CPU, at most "
           VDISKD_STR(VDISKD_MAX_THREADS) ")\n"
           "  --syslog              log to syslog instead of stderr\n"
@@ -70,7 +72,7 @@ static void usage(FILE *f)
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
-enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP };
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP, OPT_SPACE_WARN };
 
 /* A decimal count for option opt, from min to max; -1 (said) otherwise. */
 static int parse_count(const char *opt, const char *arg, unsigned min, unsigned max,
@@ -106,13 +108,14 @@ int main(int argc, char **argv)
         { "threads", required_argument, NULL, OPT_THREADS },
         { "control", required_argument, NULL, OPT_CONTROL },
         { "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
+        { "space-warn", required_argument, NULL, OPT_SPACE_WARN },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    struct vdiskd d = { .poll_us = VDISKD_POLL_US };
+    struct vdiskd d = { .poll_us = VDISKD_POLL_US, .space.timer.fd = -1 };
     const char *store_dir = NULL, *control_path = NULL, *control_group = NULL;
     char ctlsock[4200];
     const char **listens = NULL;
@@ -142,6 +145,13 @@ int main(int argc, char **argv)
             break;
         case OPT_READ_ONLY:
             d.read_only = true;
+            break;
+        case OPT_SPACE_WARN:
+            if (space_parse(&d, optarg) < 0) {
+                fprintf(stderr, "vdiskd: --space-warn: expected percentages between 0 and "
+                        "100, separated by commas, not '%s'\n", optarg);
+                return 2;
+            }
             break;
         case OPT_CACHE:
             if (strcmp(optarg, "none") == 0)
@@ -261,6 +271,8 @@ int main(int argc, char **argv)
     }
     if (strcmp(control_path, "none") != 0 && control_start(&d, control_path, control_group) < 0)
         goto out;
+    if ((r = space_start(&d)) < 0)
+        vlog(LOG_ERR, "watching free space: %s", strerror(-r));
     vlog(LOG_INFO, "serving store %s%s, cache=%s, %u thread(s)", vd_store_path(d.store),
          d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none", d.nworkers);
 
@@ -272,6 +284,7 @@ int main(int argc, char **argv)
 out:
     if (d.workers) {
         listen_close_all(&d);
+        space_stop(&d);
         control_stop(&d);
     }
     /* Connections are all gone after loop_run and its threads are joined;

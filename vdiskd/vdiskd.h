@@ -88,6 +88,16 @@ void worker_post_task(struct worker *w, struct task *t);
 /* The worker of the calling thread (NULL outside the loops: --stdio). */
 extern __thread struct worker *current_worker;
 
+/* Free space of the store's filesystem (space.c). */
+#define SPACE_MAX_LEVELS 8
+struct space {
+    double levels[SPACE_MAX_LEVELS];    /* percent free, highest first */
+    unsigned nlevels;
+    unsigned level;                     /* thresholds the free share is below */
+    struct watch timer;                 /* on worker 0 */
+    uint64_t total, avail;              /* bytes, relaxed atomics */
+};
+
 struct vdiskd {
     /* configuration */
     bool read_only;
@@ -103,6 +113,7 @@ struct vdiskd {
     struct export *exports;
     struct job *jobs;                   /* every job (jobs.c) */
     struct export_cfg *cfgs;            /* export-add / export-remove */
+    struct space space;
     unsigned last_job;                  /* the last job id given */
 
     struct worker *workers;
@@ -198,6 +209,15 @@ void jobs_cancel_export(struct worker *w, struct export *ex, const char *why);
 void jobs_cancel_all(struct worker *w, const char *why);
 /* True when name is "VOL@SNAP" of a snapshot being committed (d->lock). */
 bool jobs_busy_locked(struct vdiskd *d, const char *name);
+
+/* ---- space.c: free space of the store ---- */
+
+/* --space-warn "10,5,1": thresholds in percent free; -EINVAL if bad. */
+int space_parse(struct vdiskd *d, const char *arg);
+/* Checks now and every few seconds on worker 0 (events, log lines). */
+int space_start(struct vdiskd *d);
+void space_check(struct vdiskd *d);
+void space_stop(struct vdiskd *d);
 
 /* ---- listen.c: sockets ---- */
 
