@@ -531,6 +531,81 @@ int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char 
 int vd_volume_flatten(struct vd_store *st, const char *vol, vd_progress_fn progress,
                       void *opaque);
 
+/* ---- desktop pools ---- */
+
+/* A pool hands out linked clones of one template version to sessions
+ * (vdiskd's export names pool/POOL and pool/POOL/USER).  It keeps up to
+ * `spares` clones ready, at most `size` clones in all.  Ephemeral: each
+ * session gets a fresh clone, removed when the session ends.  Persistent:
+ * each user gets a clone of their own, kept between sessions.  Clones are
+ * volumes named POOL.NNNN; the catalog records which is which. */
+#define VD_POOL_NAME_MAX 48
+
+enum vd_pool_mode { VD_POOL_EPHEMERAL, VD_POOL_PERSISTENT };
+enum vd_pool_state {
+    VD_POOL_SPARE,                /* ready for the next session or user */
+    VD_POOL_SESSION,              /* in a session */
+    VD_POOL_IDLE,                 /* persistent: its user's, no session now */
+};
+
+struct vd_pool_info {
+    char name[VD_NAME_MAX + 1];
+    char template_name[VD_NAME_MAX + 1];
+    uint32_t version;             /* the template version new clones take */
+    unsigned size, spares;
+    enum vd_pool_mode mode;
+    uint64_t create_time;
+    unsigned clones;              /* all its clones */
+    unsigned sessions;            /* clones in a session */
+    unsigned ready;               /* spares of the current version */
+};
+
+struct vd_pool_clone {
+    char volume[VD_NAME_MAX + 1];
+    char user[VD_NAME_MAX + 1];   /* persistent pools: its owner, else "" */
+    uint32_t version;             /* the template version it was made from */
+    enum vd_pool_state state;
+    uint64_t since;               /* when it entered that state (Unix time) */
+    char holder[128];             /* the session's client, as the server named it */
+};
+
+/* Creates a pool of template tpl, version `version` (0: the newest), and
+ * makes its spares.  Errors: -EINVAL (bad name or numbers: 1 <= size,
+ * spares <= size), -ENOENT (no such template), -EEXIST. */
+int vd_pool_create(struct vd_store *st, const char *name, const char *tpl, uint32_t version,
+                   unsigned size, unsigned spares, enum vd_pool_mode mode);
+/* Removes the pool and its clones; -EBUSY (naming them) while some are in a
+ * session. */
+int vd_pool_remove(struct vd_store *st, const char *name);
+int vd_pool_list(struct vd_store *st, struct vd_pool_info **out, size_t *n);
+/* One pool, and (clones non-NULL) its clones in a malloc'ed array. */
+int vd_pool_info(struct vd_store *st, const char *name, struct vd_pool_info *info,
+                 struct vd_pool_clone **clones, size_t *n);
+/* New clones take version `version` (0: the newest) of the template from
+ * now on; spares of other versions are replaced by vd_pool_fill.  Clones in
+ * a session keep their version; so do persistent users' clones. */
+int vd_pool_recompose(struct vd_store *st, const char *name, uint32_t version);
+
+/* The broker's side (vdiskd). */
+/* Brings the spares to their count: removes spares of an old version, makes
+ * new ones within the size.  *made and *dropped (may be NULL) count them. */
+int vd_pool_fill(struct vd_store *st, const char *name, unsigned *made, unsigned *dropped);
+/* The clone for a new session (user NULL: ephemeral pools) or for user
+ * (persistent pools: theirs, or a spare that becomes theirs): its volume
+ * name in vol, now in state SESSION, held by holder.  Errors: -ENOENT,
+ * -EINVAL (user given to an ephemeral pool or missing for a persistent
+ * one), -ENOSPC (every clone is in use and the pool is at its size). */
+int vd_pool_take(struct vd_store *st, const char *name, const char *user, const char *holder,
+                 char vol[VD_NAME_MAX + 1]);
+/* The session of clone vol ended: an ephemeral clone is removed, a
+ * persistent one goes back to IDLE.  The volume must be closed. */
+int vd_pool_release(struct vd_store *st, const char *name, const char *vol);
+/* Every session ended (a server starting): as vd_pool_release for each
+ * clone in a session; records of clones whose volume is gone are dropped. */
+int vd_pool_reset(struct vd_store *st);
+/* The pool vol is a clone of: 0 with its name in pool, or -ENOENT. */
+int vd_pool_of_volume(struct vd_store *st, const char *vol, char pool[VD_NAME_MAX + 1]);
+
 /* ---- space ---- */
 
 struct vd_store_usage {

@@ -320,7 +320,8 @@ int vd_store_open(const char *dir, unsigned flags, struct vd_store **out)
         MDB_dbi *dbi;
     } dbs[] = { { "volumes", &st->db_vol }, { "layers", &st->db_lay },
                 { "snapshots", &st->db_snap }, { "templates", &st->db_tpl },
-                { "journal", &st->db_jnl }, { "meta", &st->db_meta } };
+                { "journal", &st->db_jnl }, { "meta", &st->db_meta },
+                { "pools", &st->db_pool } };
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi))) {
             mdb_txn_abort(txn);

@@ -9,6 +9,10 @@
  *   templates  NAME          {"ctime": T, "next": N,
  *                             "versions": [{"v": N, "layer": UUID, "ctime": T}]}
  *   journal    ID (%016x)    {"op": ..., operation-specific fields}
+ *   pools      NAME          {"template": TPL, "version": N, "size": N, "spares": N,
+ *                             "mode": "ephemeral"|"persistent", "ctime": T, "next": N,
+ *                             "clones": {VOL: {"v": N, "state": S, "since": T,
+ *                                              "user": U, "holder": H}}}  (pool.c)
  *   meta       "format"      {"version": 1}
  *
  * A layer's refs count its children, the volumes whose top it is, the
@@ -33,7 +37,7 @@ struct vd_store {
     char *path;
     char *layers_dir;
     MDB_env *env;
-    MDB_dbi db_vol, db_lay, db_snap, db_tpl, db_jnl, db_meta;
+    MDB_dbi db_vol, db_lay, db_snap, db_tpl, db_jnl, db_meta, db_pool;
     int lock_fd;          /* STORE/lock: serializes changing operations */
     struct vd_ctx *ctx;   /* for the store's own copies; made on first use */
     int lock_depth;
@@ -71,8 +75,20 @@ int lay_children(MDB_txn *txn, struct vd_store *st, const char *uuid, char one[3
 int jnl_add(MDB_txn *txn, struct vd_store *st, json_t *entry, char id[17]);
 int jnl_del(MDB_txn *txn, struct vd_store *st, const char *id);
 
-/* ---- volume.c, snapshot.c ---- */
+/* ---- volume.c, snapshot.c, template.c ---- */
 int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);
+/* 0 if no volume or template is named name, else -EEXIST (with the message). */
+int st_name_free(MDB_txn *txn, struct vd_store *st, const char *name);
+int st_template_layer(MDB_txn *txn, struct vd_store *st, const char *tpl, uint32_t ver,
+                      char layer[37], uint32_t *ver_out);
+/* Runs inside the transaction that makes an operation's catalog changes,
+ * so that a caller's own records change with them (pool.c). */
+typedef int (*st_txn_hook)(MDB_txn *txn, void *opaque);
+/* vd_volume_remove and vd_clone, with a hook (NULL: none). */
+int st_volume_remove(struct vd_store *st, const char *name, st_txn_hook hook, void *opaque);
+int st_clone(struct vd_store *st, const char *tpl, uint32_t version, const char *vol,
+             unsigned flags, vd_progress_fn progress, void *opaque, st_txn_hook hook,
+             void *hook_opaque);
 /* The snapshot record of vol/snap, with the volume's record; key gets
  * "VOL/SNAP". */
 int st_get_snap(MDB_txn *txn, struct vd_store *st, const char *vol, const char *snap,

@@ -126,8 +126,6 @@ int vd_store_check(struct vd_store *st, const char *name, unsigned flags,
         } else {
             char lay[37];
             uint32_t ver;
-            int st_template_layer(MDB_txn *, struct vd_store *, const char *, uint32_t,
-                                  char[37], uint32_t *);
             if (st_template_layer(txn, st, name, 0, lay, &ver) == 0) {
                 json_array_append_new(chain, json_string(lay));
                 r = 0;

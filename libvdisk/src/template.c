@@ -13,7 +13,6 @@
 
 int st_push(struct vd_store *st, const char *vol, const char *kind, const char *name,
             uint64_t new_size);
-int st_name_free(MDB_txn *txn, struct vd_store *st, const char *name);
 int vdi_store_writer_pid(struct vd_store *st, const char *uuid);
 
 static int get_template(MDB_txn *txn, struct vd_store *st, const char *tpl, json_t **out)
@@ -28,8 +27,6 @@ static int get_template(MDB_txn *txn, struct vd_store *st, const char *tpl, json
 }
 
 /* The layer of version ver (0: newest) of template tpl. */
-int st_template_layer(MDB_txn *txn, struct vd_store *st, const char *tpl, uint32_t ver,
-                      char out[37], uint32_t *ver_out);
 int st_template_layer(MDB_txn *txn, struct vd_store *st, const char *tpl, uint32_t ver,
                       char out[37], uint32_t *ver_out)
 {
@@ -367,6 +364,13 @@ out:
 int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char *vol,
              unsigned flags, vd_progress_fn progress, void *opaque)
 {
+    return st_clone(st, tpl, version, vol, flags, progress, opaque, NULL, NULL);
+}
+
+int st_clone(struct vd_store *st, const char *tpl, uint32_t version, const char *vol,
+             unsigned flags, vd_progress_fn progress, void *opaque, st_txn_hook hook,
+             void *hook_opaque)
+{
     MDB_txn *txn;
     char layer[37], n[37], id[17], np[4096], lp[4096];
     uint32_t ver = 0;
@@ -414,7 +418,8 @@ int vd_clone(struct vd_store *st, const char *tpl, uint32_t version, const char 
                                  (json_int_t)ver);
     if ((r = lay_new(txn, st, n, full ? "" : layer, 1)) < 0 ||
         (!full && (r = lay_ref(txn, st, layer, 1, NULL)) < 0) ||
-        (r = cat_put(txn, st->db_vol, vol, v)) < 0 || (r = jnl_del(txn, st, id)) < 0) {
+        (r = cat_put(txn, st->db_vol, vol, v)) < 0 || (r = jnl_del(txn, st, id)) < 0 ||
+        (hook && (r = hook(txn, hook_opaque)) < 0)) {
         json_decref(v);
         mdb_txn_abort(txn);
         goto undo;

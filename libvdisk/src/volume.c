@@ -357,6 +357,11 @@ static int collect_snap(void *opaque, const char *key, json_t *val)
 
 int vd_volume_remove(struct vd_store *st, const char *name)
 {
+    return st_volume_remove(st, name, NULL, NULL);
+}
+
+int st_volume_remove(struct vd_store *st, const char *name, st_txn_hook hook, void *opaque)
+{
     MDB_txn *txn;
     json_t *v = NULL;
     struct vdi_layer *held = NULL;
@@ -385,7 +390,8 @@ int vd_volume_remove(struct vd_store *st, const char *name)
             (r = lay_ref(txn, st, json_string_value(json_array_get(sc.layers, i)), -1, ul)) < 0)
             goto abort;
     }
-    if ((r = cat_del(txn, st->db_vol, name)) < 0 || (r = lay_ref(txn, st, top, -1, ul)) < 0)
+    if ((r = cat_del(txn, st->db_vol, name)) < 0 || (r = lay_ref(txn, st, top, -1, ul)) < 0 ||
+        (hook && (r = hook(txn, opaque)) < 0))
         goto abort;
     vdi_layer_put(held);
     held = NULL;

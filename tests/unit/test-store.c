@@ -2723,6 +2723,127 @@ static void test_commit_online_crash(void **state)
     model_free(&m1);
 }
 
+/* ------------------------------------------------------------------ */
+/* Desktop pools (pool.c)                                              */
+/* ------------------------------------------------------------------ */
+
+static unsigned pool_count(struct senv *s, const char *pool, enum vd_pool_state st)
+{
+    struct vd_pool_info i;
+    struct vd_pool_clone *c = NULL;
+    size_t n = 0;
+    unsigned k = 0;
+    assert_rc(vd_pool_info(s->st, pool, &i, &c, &n), 0);
+    for (size_t x = 0; x < n; x++)
+        k += c[x].state == st;
+    free(c);
+    return k;
+}
+
+/* Ephemeral: spares made at create, one distinct clone per session, the
+ * clone gone after it, spares refilled, the size a hard limit; clones read
+ * the template and keep their writes. */
+static void test_pool_ephemeral(void **state)
+{
+    struct senv *s = *state;
+    struct model m;
+    char vols[6][VD_NAME_MAX + 1], pool[VD_NAME_MAX + 1];
+    model_init(&m, SIZE);
+    mkvol(s, "src", SIZE);
+    mwrite(s, &m, "src", 0, 1 * MiB, 1);
+    assert_rc(vd_template_create(s->st, "gold", "src"), 0);
+    assert_fails(vd_pool_create(s->st, "p", "nosuch", 0, 4, 2, VD_POOL_EPHEMERAL), -ENOENT);
+    assert_fails(vd_pool_create(s->st, "p", "gold", 0, 2, 3, VD_POOL_EPHEMERAL), -EINVAL);
+    assert_fails(vd_pool_create(s->st, "p/x", "gold", 0, 2, 1, VD_POOL_EPHEMERAL), -EINVAL);
+    assert_rc(vd_pool_create(s->st, "p", "gold", 0, 5, 2, VD_POOL_EPHEMERAL), 0);
+    assert_fails(vd_pool_create(s->st, "p", "gold", 0, 5, 2, VD_POOL_EPHEMERAL), -EEXIST);
+    struct vd_pool_info i;
+    assert_rc(vd_pool_info(s->st, "p", &i, NULL, NULL), 0);
+    assert_int_equal(i.clones, 2);
+    assert_int_equal(i.ready, 2);
+    assert_int_equal(i.version, 1);
+    assert_fails(vd_pool_take(s->st, "p", "alice", "x", vols[0]), -EINVAL);
+    for (int k = 0; k < 5; k++) {
+        char h[32];
+        snprintf(h, sizeof(h), "client %d", k);
+        assert_rc(vd_pool_take(s->st, "p", NULL, h, vols[k]), 0);
+        for (int j = 0; j < k; j++)
+            assert_string_not_equal(vols[j], vols[k]);
+        assert_rc(vd_pool_of_volume(s->st, vols[k], pool), 0);
+        assert_string_equal(pool, "p");
+    }
+    assert_fails(vd_pool_take(s->st, "p", NULL, "one too many", vols[5]), -ENOSPC);
+    assert_int_equal(pool_count(s, "p", VD_POOL_SESSION), 5);
+    /* Each clone reads the template and keeps its own writes. */
+    struct vd_chain *c = sopen(s, vols[0], VD_OPEN_RDWR);
+    model_check(&m, c);
+    write_pattern(c, 0, 64 * KiB, 99);
+    close_chain(c);
+    mcheck(s, &m, vols[1]);
+    assert_fails(vd_pool_remove(s->st, "p"), -EBUSY);
+    assert_contains(vd_errmsg(), "client");
+    for (int k = 0; k < 5; k++)
+        assert_rc(vd_pool_release(s->st, "p", vols[k]), 0);
+    sopen_fails(s, vols[0], 0, -ENOENT);
+    assert_rc(vd_pool_info(s->st, "p", &i, NULL, NULL), 0);
+    assert_int_equal(i.clones, 0);
+    unsigned made, dropped;
+    assert_rc(vd_pool_fill(s->st, "p", &made, &dropped), 0);
+    assert_int_equal(made, 2);
+    assert_int_equal(dropped, 0);
+    /* recompose: spares of the old version go, new ones come */
+    mwrite(s, &m, "src", 2 * MiB, 64 * KiB, 2);
+    assert_rc(vd_template_update(s->st, "gold", "src"), 0);
+    assert_rc(vd_pool_take(s->st, "p", NULL, "old session", vols[0]), 0);
+    assert_rc(vd_pool_recompose(s->st, "p", 0), 0);
+    assert_rc(vd_pool_fill(s->st, "p", &made, &dropped), 0);
+    assert_int_equal(dropped, 1);
+    assert_int_equal(made, 2);
+    assert_rc(vd_pool_take(s->st, "p", NULL, "new session", vols[1]), 0);
+    mcheck(s, &m, vols[1]);
+    struct vd_volume_info vi = vinfo(s, vols[0]);
+    assert_int_equal(vi.template_version, 1);          /* kept its version */
+    /* A server restart ends every session. */
+    assert_rc(vd_pool_reset(s->st), 0);
+    assert_int_equal(pool_count(s, "p", VD_POOL_SESSION), 0);
+    sopen_fails(s, vols[0], 0, -ENOENT);
+    assert_rc(vd_pool_remove(s->st, "p"), 0);
+    assert_fails(vd_pool_info(s->st, "p", &i, NULL, NULL), -ENOENT);
+    assert_int_equal(volume_count(s), 1);              /* src */
+    expect_clean(s, NULL);
+    model_free(&m);
+}
+
+/* Persistent: each user keeps a clone across sessions. */
+static void test_pool_persistent(void **state)
+{
+    struct senv *s = *state;
+    char a[VD_NAME_MAX + 1], b[VD_NAME_MAX + 1], a2[VD_NAME_MAX + 1];
+    mkvol(s, "src", SIZE);
+    assert_rc(vd_template_create(s->st, "gold", "src"), 0);
+    assert_rc(vd_pool_create(s->st, "home", "gold", 0, 2, 1, VD_POOL_PERSISTENT), 0);
+    assert_fails(vd_pool_take(s->st, "home", NULL, "x", a), -EINVAL);
+    assert_fails(vd_pool_take(s->st, "home", "bad/user", "x", a), -EINVAL);
+    assert_rc(vd_pool_take(s->st, "home", "alice", "h1", a), 0);
+    struct vd_chain *c = sopen(s, a, VD_OPEN_RDWR);
+    write_pattern(c, 0, 64 * KiB, 5);
+    close_chain(c);
+    assert_rc(vd_pool_release(s->st, "home", a), 0);
+    assert_int_equal(pool_count(s, "home", VD_POOL_IDLE), 1);
+    assert_rc(vd_pool_take(s->st, "home", "bob", "h2", b), 0);
+    assert_string_not_equal(a, b);
+    assert_fails(vd_pool_take(s->st, "home", "carol", "h3", b), -ENOSPC);
+    assert_rc(vd_pool_take(s->st, "home", "alice", "h4", a2), 0);
+    assert_string_equal(a, a2);
+    vol_expect_pattern(s, a, 0, 64 * KiB, 5);
+    assert_rc(vd_pool_reset(s->st), 0);
+    assert_int_equal(pool_count(s, "home", VD_POOL_IDLE), 2);
+    vol_expect_pattern(s, a, 0, 64 * KiB, 5);
+    assert_rc(vd_pool_remove(s->st, "home"), 0);
+    assert_int_equal(volume_count(s), 1);
+    expect_clean(s, NULL);
+}
+
 /* ================================================================== */
 
 #define T(fn) cmocka_unit_test_setup_teardown(fn, senv_setup, senv_teardown)
@@ -2769,6 +2890,8 @@ int main(int argc, char **argv)
         T(test_commit_online_middle),
         T(test_commit_online_cancel),
         T(test_commit_online_crash),
+        T(test_pool_ephemeral),
+        T(test_pool_persistent),
         T(test_snapshot_remove),
         T(test_template_versions),
         T(test_template_remove),
