@@ -15,6 +15,8 @@ int cmd_serve(int argc, char **argv);
 int cmd_stats(int argc, char **argv);
 /* job.c: the background jobs of that daemon. */
 int cmd_job(int argc, char **argv);
+/* pool.c: desktop pools. */
+int cmd_pool(int argc, char **argv);
 
 static const struct cli_cmd commands[] = {
     { "create", vol_create,
@@ -34,6 +36,7 @@ static const struct cli_cmd commands[] = {
     { "template", cmd_template, "template create|list|info|update|rm ..." },
     { "clone", vol_clone, "clone [--full] [-p] TPL[@VERSION] VOL" },
     { "flatten", vol_flatten, "flatten [-p] VOL" },
+    { "pool", cmd_pool, "pool create|list|status|rm|recompose ... (desktop pools)" },
     { "df", store_df, "df [--output human|json]" },
     { "stats", cmd_stats, "stats [--watch] [--output human|json] (a running vdiskd's counters)" },
     { "job", cmd_job, "job list|cancel ... (a running vdiskd's background jobs)" },

@@ -73,15 +73,16 @@ static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
 
     if (__atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE))
         return -ESHUTDOWN;
-    bool ro;
-    r = export_open_name(d, w, name, &ex, &ro);
+    bool ro, pool_query;
+    r = export_open_name(d, w, name, nbds_conn_peer(c), nbds_conn_query_open(c), &ex, &ro,
+                         &pool_query);
     if (r < 0) {
         vlog(LOG_DEBUG, "%s: export '%s' refused: %s", nbds_conn_peer(c), name, strerror(-r));
         return r;
     }
     memset(info, 0, sizeof(*info));
     info->size = vd_chain_size(ex->chain);
-    bool wr = ex->writable && !ro;
+    bool wr = (ex->writable || pool_query) && !ro;
     info->read_only = !wr;
     info->can_flush = true;
     info->can_fua = wr;

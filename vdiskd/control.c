@@ -581,6 +581,116 @@ static json_t *cmd_query_export_config(struct ctl_client *c, json_t *args)
     return json_pack("{s:o}", "return", export_cfg_query(c->d));
 }
 
+/* ---- pools (the catalog's; the broker is pools.c) ---- */
+
+static json_t *pool_json(const struct vd_pool_info *p)
+{
+    return json_pack("{s:s,s:s,s:i,s:i,s:i,s:s,s:i,s:i,s:i}", "name", p->name, "template",
+                     p->template_name, "version", (int)p->version, "size", (int)p->size,
+                     "spares", (int)p->spares, "mode",
+                     p->mode == VD_POOL_PERSISTENT ? "persistent" : "ephemeral", "clones",
+                     (int)p->clones, "sessions", (int)p->sessions, "ready", (int)p->ready);
+}
+
+static const char *state_names[] = { "spare", "session", "idle" };
+
+static json_t *cmd_query_pools(struct ctl_client *c, json_t *args)
+{
+    struct vdiskd *d = c->d;
+    struct vd_pool_info *p = NULL;
+    size_t n = 0;
+    (void)args;
+    pthread_mutex_lock(&d->lock);
+    int r = vd_pool_list(d->store, &p, &n);
+    json_t *list = json_array();
+    for (size_t i = 0; r == 0 && i < n; i++) {
+        json_t *o = pool_json(&p[i]), *cl = json_array();
+        struct vd_pool_clone *k = NULL;
+        struct vd_pool_info pi;
+        size_t nk = 0;
+        if (vd_pool_info(d->store, p[i].name, &pi, &k, &nk) == 0) {
+            for (size_t j = 0; j < nk; j++) {
+                json_t *e = json_pack("{s:s,s:s,s:i,s:I}", "volume", k[j].volume, "state",
+                                      state_names[k[j].state], "version", (int)k[j].version,
+                                      "since", (json_int_t)k[j].since);
+                if (k[j].user[0])
+                    json_object_set_new(e, "user", json_string(k[j].user));
+                if (k[j].holder[0])
+                    json_object_set_new(e, "holder", json_string(k[j].holder));
+                json_array_append_new(cl, e);
+            }
+            free(k);
+        }
+        json_object_set_new(o, "clone-list", cl);
+        json_array_append_new(list, o);
+    }
+    pthread_mutex_unlock(&d->lock);
+    free(p);
+    if (r < 0) {
+        json_decref(list);
+        return errno_error(r);
+    }
+    return json_pack("{s:o}", "return", list);
+}
+
+static json_t *cmd_pool_create(struct ctl_client *c, json_t *args)
+{
+    struct vdiskd *d = c->d;
+    const char *name = arg_str(args, "name"), *tpl = arg_str(args, "template");
+    const char *mode = arg_str(args, "mode");
+    json_t *size = json_object_get(args, "size"), *spares = json_object_get(args, "spares");
+    json_t *ver = json_object_get(args, "version");
+    if (!name || !tpl || !json_is_integer(size) || (spares && !json_is_integer(spares)) ||
+        (ver && !json_is_integer(ver)) || (json_object_get(args, "mode") && !mode) ||
+        (mode && strcmp(mode, "ephemeral") != 0 && strcmp(mode, "persistent") != 0))
+        return error_obj("GenericError", "pool-create needs 'name', 'template' (strings) and "
+                                         "'size' (a number), and takes 'spares', 'version' "
+                                         "(numbers) and 'mode' (\"ephemeral\" or "
+                                         "\"persistent\")");
+    json_int_t n = json_integer_value(size);
+    json_int_t k = spares ? json_integer_value(spares) : (n < 2 ? n : 2);
+    json_int_t v = ver ? json_integer_value(ver) : 0;
+    if (n < 1 || n > 100000 || k < 0 || k > n || v < 0 || v > UINT32_MAX)
+        return error_obj("GenericError", "pool-create: 1 <= size <= 100000, 0 <= spares <= "
+                                         "size");
+    pthread_mutex_lock(&d->lock);
+    int r = vd_pool_create(d->store, name, tpl, (uint32_t)v, (unsigned)n, (unsigned)k,
+                           mode && strcmp(mode, "persistent") == 0 ? VD_POOL_PERSISTENT
+                                                                   : VD_POOL_EPHEMERAL);
+    pthread_mutex_unlock(&d->lock);
+    if (r < 0)
+        return errno_error(r);
+    return json_pack("{s:{}}", "return");
+}
+
+static json_t *cmd_pool_remove(struct ctl_client *c, json_t *args)
+{
+    const char *name = arg_str(args, "name");
+    if (!name)
+        return error_obj("GenericError", "pool-remove needs 'name' (a string)");
+    pthread_mutex_lock(&c->d->lock);
+    int r = vd_pool_remove(c->d->store, name);
+    pthread_mutex_unlock(&c->d->lock);
+    return r < 0 ? errno_error(r) : json_pack("{s:{}}", "return");
+}
+
+static json_t *cmd_pool_recompose(struct ctl_client *c, json_t *args)
+{
+    const char *name = arg_str(args, "name");
+    json_t *ver = json_object_get(args, "version");
+    if (!name || (ver && (!json_is_integer(ver) || json_integer_value(ver) < 0 ||
+                          json_integer_value(ver) > UINT32_MAX)))
+        return error_obj("GenericError", "pool-recompose needs 'name' (a string), and takes "
+                                         "'version' (a number)");
+    pthread_mutex_lock(&c->d->lock);
+    int r = vd_pool_recompose(c->d->store, name, ver ? (uint32_t)json_integer_value(ver) : 0);
+    pthread_mutex_unlock(&c->d->lock);
+    if (r < 0)
+        return errno_error(r);
+    __atomic_store_n(&c->d->pools_dirty, true, __ATOMIC_RELAXED);
+    return json_pack("{s:{}}", "return");
+}
+
 /* snapshot-commit: a job (jobs.c); its id comes in the reply, its end in a
  * JOB_COMPLETED or JOB_CANCELLED event. */
 static json_t *cmd_snapshot_commit(struct ctl_client *c, json_t *args, json_t *id)
@@ -712,6 +822,10 @@ static const struct {
     { "export-add", cmd_export_add, NULL },
     { "export-remove", NULL, cmd_export_remove },
     { "query-export-config", cmd_query_export_config, NULL },
+    { "query-pools", cmd_query_pools, NULL },
+    { "pool-create", cmd_pool_create, NULL },
+    { "pool-remove", cmd_pool_remove, NULL },
+    { "pool-recompose", cmd_pool_recompose, NULL },
     { "query-jobs", cmd_query_jobs, NULL },
     { "qmp_capabilities", cmd_capabilities, NULL },
     { "query-version", cmd_query_version, NULL },

@@ -128,7 +128,7 @@ static int lookup(struct vdiskd *d, const char *name, vd_uuid *layer, bool *writ
     return r;
 }
 
-static int export_get_locked(struct vdiskd *d, struct worker *w, const char *name,
+int export_get_locked(struct vdiskd *d, struct worker *w, const char *name,
                              struct export **out)
 {
     struct export *ex;
@@ -225,9 +225,14 @@ void export_close_locked(struct vdiskd *d, struct export *ex)
              *vd_errmsg() ? vd_errmsg() : strerror(-r));
     else
         vlog(LOG_DEBUG, "export %s closed", ex->name);
+    if (ex->pool)
+        pools_closed_locked(d, ex->pool, ex->name);
+    free(ex->pool);
     free(ex->name);
     free(ex);
 }
+
+static void export_put_locked(struct vdiskd *d, struct export *ex);
 
 /* ---- export-add / export-remove ---- */
 
@@ -362,18 +367,37 @@ json_t *export_cfg_query(struct vdiskd *d)
     return list;
 }
 
-int export_open_name(struct vdiskd *d, struct worker *w, const char *name,
-                     struct export **out, bool *read_only)
+int export_open_name(struct vdiskd *d, struct worker *w, const char *name, const char *peer,
+                     bool query, struct export **out, bool *read_only, bool *pool)
 {
     pthread_mutex_lock(&d->lock);
     const struct export_cfg *c = cfg_find(d, name);
+    const char *target = c && c->target[0] ? c->target : name;
     *read_only = c && c->read_only;
+    *pool = false;
     int r;
-    if (c && c->removed)
+    if (c && c->removed) {
         r = -ENOENT;
-    else
-        r = export_get_locked(d, w, c && c->target[0] ? c->target : name, out);
+    } else if (strncmp(target, "pool/", 5) == 0) {
+        r = pools_open_locked(d, w, target, peer, query, out);
+        *pool = query;
+    } else if (pools_hidden_locked(d, target)) {
+        r = -ENOENT;
+    } else {
+        r = export_get_locked(d, w, target, out);
+    }
     pthread_mutex_unlock(&d->lock);
+    return r;
+}
+
+int export_get_clone_locked(struct vdiskd *d, struct worker *w, const char *vol,
+                            const char *pool, struct export **out)
+{
+    int r = export_get_locked(d, w, vol, out);
+    if (r == 0 && !(*out)->pool && !((*out)->pool = strdup(pool))) {
+        export_put_locked(d, *out);
+        return -ENOMEM;
+    }
     return r;
 }
 
@@ -388,9 +412,8 @@ int export_get(struct vdiskd *d, struct worker *w, const char *name, struct expo
 /* The chain lives on its worker's I/O context, which only that thread may
  * poll: a last reference dropped elsewhere (a handshake that asked for
  * NBD_OPT_INFO on another thread) posts the close to that worker. */
-void export_put(struct vdiskd *d, struct export *ex)
+static void export_put_locked(struct vdiskd *d, struct export *ex)
 {
-    pthread_mutex_lock(&d->lock);
     if (--ex->refs == 0) {
         struct worker *w = current_worker;
         if (!w || w == ex->owner) {
@@ -402,6 +425,12 @@ void export_put(struct vdiskd *d, struct export *ex)
             worker_wake(ex->owner);
         }
     }
+}
+
+void export_put(struct vdiskd *d, struct export *ex)
+{
+    pthread_mutex_lock(&d->lock);
+    export_put_locked(d, ex);
     pthread_mutex_unlock(&d->lock);
 }
 
@@ -463,6 +492,8 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
     if ((r = vd_volume_list(d->store, &vols, &nv)) < 0)
         return r;
     for (size_t i = 0; i < nv && r >= 0; i++) {
+        if (pools_hidden_locked(d, vols[i].name))
+            continue;
         fmt_size(vols[i].size, sz, sizeof(sz));
         snprintf(desc, sizeof(desc), "volume %s (%s)%s", vols[i].name, sz,
                  d->read_only ? ", read-only" : "");
@@ -505,6 +536,8 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
         }
     }
     free(tpls);
+    if (r >= 0)
+        r = pools_list_locked(d, l);
     for (const struct export_cfg *c = d->cfgs; c && r >= 0; c = c->next) {
         if (!c->target[0])
             continue;

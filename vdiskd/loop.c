@@ -534,6 +534,8 @@ static int worker_run(struct worker *w)
             wt->cb(wt, ev[i].events);
         }
         jobs_run(w);
+        if (w->id == 0)
+            pools_kick(d);
         clients_flush(w);
         clients_reap(w);
         /* Not in sig_io: this round's events may still name a listener. */

@@ -115,7 +115,8 @@ int main(int argc, char **argv)
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    struct vdiskd d = { .poll_us = VDISKD_POLL_US, .space.timer.fd = -1 };
+    struct vdiskd d = { .poll_us = VDISKD_POLL_US, .space.timer.fd = -1,
+                        .pools_timer.fd = -1 };
     const char *store_dir = NULL, *control_path = NULL, *control_group = NULL;
     char ctlsock[4200];
     const char **listens = NULL;
@@ -273,6 +274,8 @@ int main(int argc, char **argv)
         goto out;
     if ((r = space_start(&d)) < 0)
         vlog(LOG_ERR, "watching free space: %s", strerror(-r));
+    if ((r = pools_start(&d)) < 0)
+        vlog(LOG_ERR, "pools: %s", strerror(-r));
     vlog(LOG_INFO, "serving store %s%s, cache=%s, %u thread(s)", vd_store_path(d.store),
          d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none", d.nworkers);
 
@@ -285,6 +288,7 @@ out:
     if (d.workers) {
         listen_close_all(&d);
         space_stop(&d);
+        pools_stop(&d);
         control_stop(&d);
     }
     /* Connections are all gone after loop_run and its threads are joined;

@@ -114,6 +114,8 @@ struct vdiskd {
     struct job *jobs;                   /* every job (jobs.c) */
     struct export_cfg *cfgs;            /* export-add / export-remove */
     struct space space;
+    struct watch pools_timer;           /* on worker 0 (pools.c) */
+    bool pools_dirty;                   /* atomic: a session began or ended */
     unsigned last_job;                  /* the last job id given */
 
     struct worker *workers;
@@ -210,6 +212,26 @@ void jobs_cancel_all(struct worker *w, const char *why);
 /* True when name is "VOL@SNAP" of a snapshot being committed (d->lock). */
 bool jobs_busy_locked(struct vdiskd *d, const char *name);
 
+/* ---- pools.c: the broker of desktop pools ---- */
+
+/* Opens "pool/POOL[/USER]" for a client (peer names it): the session's
+ * clone, taken from the pool; d->lock held.  -ENOENT (no such pool, bad
+ * name), -EAGAIN (every clone in use), other errors. */
+int pools_open_locked(struct vdiskd *d, struct worker *w, const char *name, const char *peer,
+                      bool query, struct export **out);
+/* A pool clone's export closed: its session is over (d->lock held). */
+void pools_closed_locked(struct vdiskd *d, const char *pool, const char *vol);
+/* True when name is a pool clone (or a snapshot of one): not served by
+ * its own name (d->lock held). */
+bool pools_hidden_locked(struct vdiskd *d, const char *name);
+/* Adds pool/POOL entries to an NBD_OPT_LIST (d->lock held). */
+int pools_list_locked(struct vdiskd *d, struct nbds_list *l);
+/* Ends the sessions of an earlier run, then keeps spares on worker 0. */
+int pools_start(struct vdiskd *d);
+void pools_stop(struct vdiskd *d);
+/* Fills the pools now if a session began or ended (worker 0). */
+void pools_kick(struct vdiskd *d);
+
 /* ---- space.c: free space of the store ---- */
 
 /* --space-warn "10,5,1": thresholds in percent free; -EINVAL if bad. */
@@ -272,6 +294,7 @@ struct export {
     bool close_posted;                  /* on owner->close_inbox */
     struct client *users;               /* its connections (loop.c) */
     struct export_stats st;
+    char *pool;                         /* a pool's clone: that pool (pools.c) */
     time_t opened;
     struct export *close_next;
 };
@@ -281,11 +304,16 @@ struct export {
  * -EBUSY locked by another writer, other negative errnos from libvdisk.
  * Takes d->lock. */
 int export_get(struct vdiskd *d, struct worker *w, const char *name, struct export **out);
+int export_get_locked(struct vdiskd *d, struct worker *w, const char *name, struct export **out);
 /* The same for a client's export name: an alias opens its target, a name
- * export-remove took away is -ENOENT; *read_only says whether this
- * connection may only read. */
-int export_open_name(struct vdiskd *d, struct worker *w, const char *name,
-                     struct export **out, bool *read_only);
+ * export-remove took away is -ENOENT, a pool name opens the session's
+ * clone (for a query, query: the template version it would be a clone
+ * of, *pool set); *read_only says whether this connection may only read. */
+int export_open_name(struct vdiskd *d, struct worker *w, const char *name, const char *peer,
+                     bool query, struct export **out, bool *read_only, bool *pool);
+/* export_get for a pool's clone (d->lock held): marks it with its pool. */
+int export_get_clone_locked(struct vdiskd *d, struct worker *w, const char *vol,
+                            const char *pool, struct export **out);
 /* export-add: serve name again (target NULL), or serve target as name. */
 int export_cfg_add(struct vdiskd *d, const char *name, const char *target, bool read_only,
                    char *err, size_t errlen);

@@ -167,6 +167,10 @@ const char *nbds_conn_peer(const struct nbds_conn *c);
 const char *nbds_conn_export(const struct nbds_conn *c);
 /* Requests accepted and not yet replied to. */
 unsigned nbds_conn_inflight(const struct nbds_conn *c);
+/* True inside the backend's open when it is for a query (NBD_OPT_INFO,
+ * NBD_OPT_SET/LIST_META_CONTEXT): the handle is closed again at once and
+ * serves no request. */
+bool nbds_conn_query_open(const struct nbds_conn *c);
 /* True while still in the handshake (for the caller's time limit). */
 bool nbds_conn_in_handshake(const struct nbds_conn *c);
 

@@ -101,14 +101,16 @@ void nbds_hs_option_header(struct nbds_conn *c, const uint8_t *hdr)
     c->state = IN_OPT_DATA;
 }
 
-/* Opens `name` for a query (LIST/SET_META_CONTEXT, INFO): fills *info and
- * closes it again unless keep. */
+/* Opens `name`: for transmission, or for a query (LIST/SET_META_CONTEXT,
+ * INFO) after which the caller closes it at once. */
 static int open_export(struct nbds_conn *c, const char *name, void **h,
-                       struct nbds_export_info *info)
+                       struct nbds_export_info *info, bool query)
 {
     memset(info, 0, sizeof(*info));
     *h = NULL;
+    c->query_open = query;
     int r = c->cfg->backend->open(c->cfg->opaque, c, name, h, info);
+    c->query_open = false;
     if (r < 0) {
         nbds_debug(c, "open \"%s\": errno %d", name, -r);
         return r;
@@ -174,7 +176,7 @@ static void opt_export_name(struct nbds_conn *c, const uint8_t *d, uint32_t len)
     name[len] = '\0';
     void *h;
     struct nbds_export_info info;
-    int r = open_export(c, name, &h, &info);
+    int r = open_export(c, name, &h, &info, false);
     if (r < 0 || (r = start_transmission(c, name, h, &info)) < 0) {
         nbds_conn_fail(c, r);
         return;
@@ -223,7 +225,7 @@ static void opt_info_go(struct nbds_conn *c, const uint8_t *d, uint32_t len, boo
     }
     void *h;
     struct nbds_export_info info;
-    int r = open_export(c, name, &h, &info);
+    int r = open_export(c, name, &h, &info, !go);
     if (r < 0) {
         open_error(c, r, name);
         return;
@@ -396,7 +398,7 @@ static void opt_meta(struct nbds_conn *c, const uint8_t *d, uint32_t len, bool s
     name[nlen] = '\0';
     void *h;
     struct nbds_export_info info;
-    int r = open_export(c, name, &h, &info);
+    int r = open_export(c, name, &h, &info, true);
     if (r < 0) {
         open_error(c, r, name);
         return;

@@ -67,6 +67,7 @@ struct nbds_conn {
     const struct nbds_config *cfg;
     int in_fd, out_fd;
     bool out_is_sock;
+    bool query_open;              /* the backend's open is for a query */
     char *peer;
     void *user;
 

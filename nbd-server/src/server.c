@@ -356,3 +356,8 @@ int nbds_serve(struct nbds_server *s, int in_fd, int out_fd, int extra_fd,
         nbds_conn_free(c);
     return r;
 }
+
+bool nbds_conn_query_open(const struct nbds_conn *c)
+{
+    return c->query_open;
+}
