@@ -787,6 +787,18 @@ static json_t *cmd_query_stats(struct ctl_client *c, json_t *args)
     pthread_mutex_unlock(&d->lock);
     json_t *ret = json_pack("{s:{s:o,s:I}}", "return", "exports", list, "connections",
                             (json_int_t)__atomic_load_n(&d->nclients, __ATOMIC_ACQUIRE));
+    struct vd_layer_cache_stats ls;
+    vd_layer_cache_stats(d->cache, &ls);
+    if (ret)
+        json_object_set_new(json_object_get(ret, "return"), "frozen-layers",
+                            json_pack("{s:I,s:{s:I,s:I,s:I,s:I,s:I,s:I}}",
+                                      "physical-read-bytes", (json_int_t)ls.frozen_read_bytes,
+                                      "block-cache", "size", (json_int_t)ls.block_cache_size,
+                                      "used", (json_int_t)ls.block_cache_used, "hits",
+                                      (json_int_t)ls.block_cache_hits, "hit-bytes",
+                                      (json_int_t)ls.block_cache_hit_bytes, "loads",
+                                      (json_int_t)ls.block_cache_loads, "waits",
+                                      (json_int_t)ls.block_cache_waits));
     uint64_t total = GET(d->space.total), avail = GET(d->space.avail);
     if (ret && total)
         json_object_set_new(json_object_get(ret, "return"), "store",

@@ -56,6 +56,9 @@ static void usage(FILE *f)
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
           "  --poll-us N           while I/O is in flight, poll this many microseconds\n"
           "                        before sleeping (default " VDISKD_STR(VDISKD_POLL_US) "; 0: never poll)\n"
+          "  --block-cache SIZE    memory for blocks read from frozen layers (templates,\n"
+          "                        snapshots), shared by every export (default 256M;\n"
+          "                        0: none); suffixes K, M, G\n"
           "  --space-warn P[,P...] warn (log, SPACE_LOW event) when the store's\n"
           "                        filesystem has less than P% free (default 10,5,1)\n"
           "  --threads N           event loop threads (default: one per CPU, at most "
@@ -72,7 +75,31 @@ static void usage(FILE *f)
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
-enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP, OPT_SPACE_WARN };
+enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP, OPT_SPACE_WARN, OPT_BLOCK_CACHE };
+
+/* A size with an optional K, M, G or T suffix (powers of 1024). */
+static int parse_size(const char *opt, const char *arg, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(arg, &end, 10);
+    unsigned shift = 0;
+    switch (*end) {
+    case 'K': case 'k': shift = 10; end++; break;
+    case 'M': case 'm': shift = 20; end++; break;
+    case 'G': case 'g': shift = 30; end++; break;
+    case 'T': case 't': shift = 40; end++; break;
+    default: break;
+    }
+    if (*end == 'B' || (*end == 'i' && end[1] == 'B'))
+        end += *end == 'B' ? 1 : 2;
+    if (errno || end == arg || *end || arg[0] == '-' || (shift && v >> (64 - shift))) {
+        fprintf(stderr, "vdiskd: %s: expected a size such as 512M, not '%s'\n", opt, arg);
+        return -1;
+    }
+    *out = (uint64_t)v << shift;
+    return 0;
+}
 
 /* A decimal count for option opt, from min to max; -1 (said) otherwise. */
 static int parse_count(const char *opt, const char *arg, unsigned min, unsigned max,
@@ -109,6 +136,7 @@ int main(int argc, char **argv)
         { "control", required_argument, NULL, OPT_CONTROL },
         { "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
         { "space-warn", required_argument, NULL, OPT_SPACE_WARN },
+        { "block-cache", required_argument, NULL, OPT_BLOCK_CACHE },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -122,6 +150,7 @@ int main(int argc, char **argv)
     const char **listens = NULL;
     size_t nlisten = 0;
     bool foreground = false, stdio = false;
+    uint64_t block_cache = VDISKD_BLOCK_CACHE;
     char def[4096], sock[4200];
     int c, r, ret = 1;
 
@@ -146,6 +175,10 @@ int main(int argc, char **argv)
             break;
         case OPT_READ_ONLY:
             d.read_only = true;
+            break;
+        case OPT_BLOCK_CACHE:
+            if (parse_size("--block-cache", optarg, &block_cache) < 0)
+                return 2;
             break;
         case OPT_SPACE_WARN:
             if (space_parse(&d, optarg) < 0) {
@@ -227,7 +260,8 @@ int main(int argc, char **argv)
         vlog(LOG_ERR, "store %s: %s", store_dir, *vd_errmsg() ? vd_errmsg() : strerror(-r));
         goto out;
     }
-    if ((r = vd_layer_cache_new(&d.cache)) < 0) {
+    if ((r = vd_layer_cache_new(&d.cache)) < 0 ||
+        (r = vd_layer_cache_set_block_cache(d.cache, block_cache)) < 0) {
         vlog(LOG_ERR, "layer cache: %s", *vd_errmsg() ? vd_errmsg() : strerror(-r));
         goto out;
     }

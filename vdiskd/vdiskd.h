@@ -30,6 +30,7 @@
 #define VDISKD_POLL_US 50              /* default --poll-us; see loop.c */
 #define VDISKD_POLL_US_MAX 100000u
 #define VDISKD_MAX_THREADS 64
+#define VDISKD_BLOCK_CACHE (256ull << 20)   /* default --block-cache */
 #define VDISKD_STR_(x) #x
 #define VDISKD_STR(x) VDISKD_STR_(x)
 #define VDISKD_UNIX_SNDBUF (4 << 20)   /* bytes; see listen.c */

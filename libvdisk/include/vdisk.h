@@ -143,6 +143,22 @@ struct vd_layer_cache;
 int vd_layer_cache_new(struct vd_layer_cache **out);
 /* Frees the cache; fails with -EBUSY while a chain still uses it. */
 int vd_layer_cache_free(struct vd_layer_cache *cache);
+/* Gives the cache a block cache of `bytes` bytes (0: none; before any chain
+ * uses it): reads from its frozen layers then go through memory shared by
+ * every chain of the cache, on whatever context, in 64 KiB chunks of the
+ * layer files; concurrent readers of a chunk being loaded wait for it, so
+ * linked clones reading the same template blocks at once read them from
+ * disk once.  Chains of such a cache may be used on several threads (each
+ * with its own context); opening and closing chains still needs one lock. */
+int vd_layer_cache_set_block_cache(struct vd_layer_cache *cache, uint64_t bytes);
+struct vd_layer_cache_stats {
+    uint64_t frozen_read_bytes;   /* read from the files of frozen layers */
+    uint64_t block_cache_size, block_cache_used;
+    uint64_t block_cache_hits, block_cache_hit_bytes;
+    uint64_t block_cache_loads;   /* chunks read from disk */
+    uint64_t block_cache_waits;   /* reads that waited for a chunk being loaded */
+};
+void vd_layer_cache_stats(struct vd_layer_cache *cache, struct vd_layer_cache_stats *st);
 
 enum {
     VD_OPEN_RDWR      = 1u << 0,   /* open the top layer for writing */

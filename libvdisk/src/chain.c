@@ -24,12 +24,30 @@ int vd_layer_cache_new(struct vd_layer_cache **out)
     return *out ? 0 : vdi_err(-ENOMEM, "out of memory");
 }
 
+int vd_layer_cache_set_block_cache(struct vd_layer_cache *cache, uint64_t bytes)
+{
+    if (cache->users || cache->head)
+        return vdi_err(-EBUSY, "the layer cache is in use");
+    vdi_bcache_free(cache->blocks);
+    cache->blocks = NULL;
+    return bytes ? vdi_bcache_new(bytes, &cache->blocks) : 0;
+}
+
+void vd_layer_cache_stats(struct vd_layer_cache *cache, struct vd_layer_cache_stats *st)
+{
+    memset(st, 0, sizeof(*st));
+    st->frozen_read_bytes = __atomic_load_n(&cache->frozen_read_bytes, __ATOMIC_RELAXED);
+    if (cache->blocks)
+        vdi_bcache_stats(cache->blocks, st);
+}
+
 int vd_layer_cache_free(struct vd_layer_cache *cache)
 {
     if (!cache)
         return 0;
     if (cache->users || cache->head)
         return vdi_err(-EBUSY, "layer cache still in use by %u chain(s)", cache->users);
+    vdi_bcache_free(cache->blocks);
     free(cache);
     return 0;
 }

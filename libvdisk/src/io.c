@@ -289,6 +289,7 @@ int vd_ctx_new(unsigned queue_depth, struct vd_ctx **out)
         return vdi_err(e, "eventfd: %s", strerror(-e));
     }
     ctx->aio_fsync_ok = true;
+    pthread_mutex_init(&ctx->remote_lock, NULL);
     if (!vdi_be_custom) {
         int r = io_setup((int)ctx->depth, &ctx->aio);
         if (r == 0) {
@@ -316,6 +317,7 @@ void vd_ctx_free(struct vd_ctx *ctx)
     if (ctx->use_aio)
         io_destroy(ctx->aio);
     close(ctx->efd);
+    pthread_mutex_destroy(&ctx->remote_lock);
     free(ctx->events);
     free(ctx);
 }
@@ -500,6 +502,37 @@ static void complete_kernel_op(struct vd_ctx *ctx, struct vdi_op *op, long res)
     op->done(op, r);
 }
 
+void vdi_ctx_post(struct vd_ctx *ctx, struct vdi_defer *d)
+{
+    d->next = NULL;
+    pthread_mutex_lock(&ctx->remote_lock);
+    if (ctx->remote_tail)
+        ctx->remote_tail->next = d;
+    else
+        ctx->remote_head = d;
+    ctx->remote_tail = d;
+    pthread_mutex_unlock(&ctx->remote_lock);
+    uint64_t one = 1;
+    ssize_t w = write(ctx->efd, &one, sizeof(one));
+    (void)w;
+}
+
+/* Runs the work other threads posted; true if there was some. */
+static bool run_remote(struct vd_ctx *ctx)
+{
+    pthread_mutex_lock(&ctx->remote_lock);
+    struct vdi_defer *d = ctx->remote_head;
+    ctx->remote_head = ctx->remote_tail = NULL;
+    pthread_mutex_unlock(&ctx->remote_lock);
+    bool any = d != NULL;
+    while (d) {
+        struct vdi_defer *next = d->next;
+        d->fn(d);
+        d = next;
+    }
+    return any;
+}
+
 int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
 {
     unsigned before = ctx->reqs_completed;
@@ -512,6 +545,8 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
         bool progress = false;
         vdi_ctx_kick(ctx);
         if (pool_reap(ctx) > 0)
+            progress = true;
+        if (run_remote(ctx))
             progress = true;
         while (ctx->done_head) {
             struct vdi_op *op = ctx->done_head;
@@ -532,7 +567,8 @@ int vd_ctx_poll(struct vd_ctx *ctx, int timeout_ms)
         vdi_ctx_kick(ctx);
         /* Blocking in io_getevents would not see the threads finish: with
          * both kinds in flight, wait on the eventfd both signal. */
-        bool pool_busy = ctx->pool && ctx->pool->inflight > 0;
+        bool pool_busy = (ctx->pool && ctx->pool->inflight > 0) ||
+                         __atomic_load_n(&ctx->remote_expected, __ATOMIC_RELAXED) > 0;
         bool idle = !progress && ctx->reqs_completed == before && timeout_ms != 0;
         if (ctx->use_aio && ctx->ops_in_kernel > 0) {
             bool may_wait = idle && !pool_busy;

@@ -282,7 +282,9 @@ static int layer_open(const char *path, bool rdwr, bool buffered, bool force,
         free(l);
         return vdi_err(-ENOMEM, "out of memory");
     }
+    static uint64_t next_lid;
     l->refs = 1;
+    l->lid = __atomic_add_fetch(&next_lid, 1, __ATOMIC_RELAXED);
     l->fd = open_fd(path, rdwr, buffered, &l->direct);
     if (l->fd < 0) {
         r = l->fd == -EINVAL ? vdi_err(-EINVAL, "%s: not a regular file", path)

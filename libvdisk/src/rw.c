@@ -320,6 +320,52 @@ static bool below_data(struct vd_chain *c, uint64_t blk, unsigned sub,
     return true;
 }
 
+/* A piece of a read served by the block cache completed. */
+static void bc_piece_done(void *opaque, int err)
+{
+    struct vdi_req *q = opaque;
+    if (err < 0 && q->err == 0)
+        q->err = err;
+    if (--q->pending == 0)
+        req_done(q);
+}
+
+/* Reads a run of layer l's file into buf: through the block cache for the
+ * frozen layers of a layer cache that has one, else one file read. */
+static int read_run(struct vdi_req *q, struct vdi_layer *l, uint8_t *buf, uint64_t foff,
+                    uint64_t len)
+{
+    struct vd_layer_cache *lc = l->cache;
+    if (lc && lc->blocks) {
+        uint64_t phys = 0;
+        while (len) {
+            uint32_t n = VDI_BC_CHUNK - (uint32_t)(foff & (VDI_BC_CHUNK - 1));
+            if (n > len)
+                n = (uint32_t)len;
+            q->pending++;
+            int r = vdi_bcache_read(lc->blocks, q->c->ctx, l->lid, l->fd, buf, foff, n,
+                                    bc_piece_done, q, &phys);
+            if (r <= 0)
+                q->pending--;
+            if (r < 0)
+                return r;
+            buf += n;
+            foff += n;
+            len -= n;
+        }
+        if (phys)
+            __atomic_add_fetch(&lc->frozen_read_bytes, phys, __ATOMIC_RELAXED);
+        return 0;
+    }
+    if (lc)
+        __atomic_add_fetch(&lc->frozen_read_bytes, len, __ATOMIC_RELAXED);
+    struct sop *s = new_sop(q, VDI_OP_READ, l->fd, buf, len, foff);
+    if (!s)
+        return -ENOMEM;
+    submit_sop(q, s);
+    return 0;
+}
+
 static int build_read(struct vdi_req *q)
 {
     struct vd_chain *c = q->c;
@@ -327,9 +373,10 @@ static int build_read(struct vdi_req *q)
     uint8_t *dst = q->bounce ? q->bounce : q->ubuf;
     uint64_t pos = q->off, end = q->off + q->len;
     /* current run */
-    int rfd = -1;
+    struct vdi_layer *rl = NULL;
     uint64_t rstart = 0, rfoff = 0, rlen = 0;
     bool rzero = false;
+    int r;
 
     while (pos < end) {
         uint64_t blk = pos >> c->block_shift;
@@ -338,57 +385,48 @@ static int build_read(struct vdi_req *q)
         uint64_t n = VD_SUBBLOCK_SIZE - inner;
         if (n > end - pos)
             n = end - pos;
-        int fd = -1;
+        struct vdi_layer *src = NULL;
         uint64_t fo = 0;
         unsigned st = vdi_lookup(t, blk, sub, &fo);
         if (st == VDF_SUB_PRESENT) {
-            fd = t->fd;
+            src = t;
             fo += inner;
         } else if (st == VDF_SUB_ABSENT) {
             unsigned d = vdi_below_owner(c, blk, sub);
             if (d) {
                 struct vdi_layer *l = c->layers[d - 1];
                 if (vdi_lookup(l, blk, sub, &fo) == VDF_SUB_PRESENT && pos < l->size) {
-                    fd = l->fd;
+                    src = l;
                     fo += inner;
                     if (n > l->size - pos)
                         n = l->size - pos;
                 }
             }
         }
-        bool zero = fd < 0;
+        bool zero = !src;
         bool extends = rlen && zero == rzero &&
-                       (zero || (fd == rfd && rfoff + rlen == fo));
+                       (zero || (src == rl && rfoff + rlen == fo));
         if (!extends) {
             if (rlen) {
-                if (rzero) {
+                if (rzero)
                     memset(dst + (rstart - q->off), 0, rlen);
-                } else {
-                    struct sop *s = new_sop(q, VDI_OP_READ, rfd, dst + (rstart - q->off),
-                                            rlen, rfoff);
-                    if (!s)
-                        return -ENOMEM;
-                    submit_sop(q, s);
-                }
+                else if ((r = read_run(q, rl, dst + (rstart - q->off), rfoff, rlen)) < 0)
+                    return r;
             }
             rstart = pos;
             rlen = 0;
             rzero = zero;
-            rfd = fd;
+            rl = src;
             rfoff = fo;
         }
         rlen += n;
         pos += n;
     }
     if (rlen) {
-        if (rzero) {
+        if (rzero)
             memset(dst + (rstart - q->off), 0, rlen);
-        } else {
-            struct sop *s = new_sop(q, VDI_OP_READ, rfd, dst + (rstart - q->off), rlen, rfoff);
-            if (!s)
-                return -ENOMEM;
-            submit_sop(q, s);
-        }
+        else if ((r = read_run(q, rl, dst + (rstart - q->off), rfoff, rlen)) < 0)
+            return r;
     }
     return 0;
 }

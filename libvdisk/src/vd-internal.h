@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <libaio.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -76,7 +77,14 @@ struct vd_ctx {
     struct vdi_defer *defer_head, *defer_tail;
     struct io_event *events;
     struct vdi_pool *pool;        /* threads for buffered files (io.c) */
+    /* Work other threads hand to this context (vdi_ctx_post). */
+    pthread_mutex_t remote_lock;
+    struct vdi_defer *remote_head, *remote_tail;
+    unsigned remote_expected;     /* atomic: block cache waits not yet completed */
 };
+
+/* Runs d->fn from vd_ctx_poll of ctx: any thread may call this. */
+void vdi_ctx_post(struct vd_ctx *ctx, struct vdi_defer *d);
 
 /* Allocates [off, off+len) of the file without changing its size, so that
  * writing there later cannot fail for want of space (index pages: a flush
@@ -121,6 +129,7 @@ struct vdi_flush;
 
 struct vdi_layer {
     int refs;
+    uint64_t lid;                 /* unique in the process (block cache keys) */
     struct vd_layer_cache *cache;
     struct vdi_layer *cache_next;
     char *path;
@@ -289,6 +298,22 @@ void vdi_below_reset(struct vd_chain *c);
 struct vd_layer_cache {
     struct vdi_layer *head;
     unsigned users;
+    struct vdi_bcache *blocks;    /* NULL: frozen layers are read directly */
+    uint64_t frozen_read_bytes;   /* atomic: bytes read from frozen layers' files */
 };
+
+/* ---- the block cache of frozen layers (bcache.c) ---- */
+struct vdi_bcache;
+int vdi_bcache_new(uint64_t bytes, struct vdi_bcache **out);
+void vdi_bcache_free(struct vdi_bcache *bc);
+/* Reads len bytes at offset off of the frozen layer lid (file fd) into
+ * dst, within one chunk: 0 when done now, 1 when done(opaque, err) will
+ * run later from vd_ctx_poll(ctx), < 0 on error.  *phys grows by the
+ * bytes read from the file. */
+int vdi_bcache_read(struct vdi_bcache *bc, struct vd_ctx *ctx, uint64_t lid, int fd,
+                    uint8_t *dst, uint64_t off, uint32_t len,
+                    void (*done)(void *opaque, int err), void *opaque, uint64_t *phys);
+void vdi_bcache_stats(struct vdi_bcache *bc, struct vd_layer_cache_stats *s);
+#define VDI_BC_CHUNK (1u << 16)
 
 #endif
