@@ -212,9 +212,9 @@ static void commit_usage(FILE *f)
           "\n"
           "  -p, --progress    show progress on a terminal\n"
           "      --background  served volumes: start the job and return\n"
-          "      --speed N     served volumes: copy at most N bytes per second\n"
-          "                    (K, M, G suffixes; default: as fast as the\n"
-          "                    clients' own I/O leaves room for)\n"
+          "      --speed N     served volumes: copy N bytes per second (K, M, G\n"
+          "                    suffixes; default: a small share of the clients'\n"
+          "                    own I/O while they are busy, full speed when idle)\n"
           "      --store DIR   the store (default $VDISK_STORE)\n"
           "  -h, --help        show this help\n", f);
 }

@@ -10,7 +10,9 @@
  * committing a volume nobody serves opens it for the job.
  *
  * Throttle: while the volume's clients have requests in flight, one block
- * copy at a time; when they are idle, JOB_COPIES_IDLE.  The 'speed'
+ * copy at a time, and at most JOB_SHARE of the bytes per second the clients
+ * moved over the last second (but JOB_MIN_RATE at least); when they are
+ * idle, JOB_COPIES_IDLE at once.  The 'speed'
  * argument (bytes per second) caps that further.  Once the first pass is
  * over the job switches as soon as little is dirty; a guest that keeps
  * more than that dirty for JOB_CONVERGE_S seconds gets copies at the idle
@@ -30,6 +32,8 @@
 #include "vdiskd.h"
 
 #define JOB_COPIES_IDLE 8
+#define JOB_SHARE 0.05         /* while clients are busy: copy at most this share of their bytes/s */
+#define JOB_MIN_RATE (16 << 20) /* but at least this many bytes per second */
 #define JOB_CONVERGE_S 5
 #define JOB_FORCE_S 30
 #define JOB_EVENT_NS 1000000000ull
@@ -99,7 +103,7 @@ static void start_run(struct worker *w, struct task *t)
         job_end(w, j);
         return;
     }
-    j->t0 = j->t_event = vdiskd_now_ns();
+    j->t0 = j->t_event = j->win_start = vdiskd_now_ns();
     SET(j->state, JOB_RUNNING);
     j->wnext = w->jobs;
     w->jobs = j;
@@ -209,9 +213,31 @@ static void job_step(struct worker *w, struct job *j, uint64_t now)
         job_finish(w, j, &s);
         return;
     }
+    /* The clients' bytes per second over the last window of a second. */
     const struct export_stats *es = &j->ex->st;
-    bool busy = GET(es->started) != GET(es->completed);
+    uint64_t gb = GET(es->bytes_read) + GET(es->bytes_written);
+    if (now - j->win_start >= 1000000000ull) {
+        j->guest_rate = (double)(gb - j->win_guest) * 1e9 / (double)(now - j->win_start);
+        j->win_start = now;
+        j->win_guest = gb;
+        j->win_done = s.done;
+    }
+    /* Busy: requests in flight, or some completed in the last 100 ms. */
+    uint64_t done_reqs = GET(es->completed);
+    if (done_reqs != j->last_reqs || GET(es->started) != done_reqs) {
+        j->last_reqs = done_reqs;
+        j->t_active = now;
+    }
+    bool busy = now - j->t_active < 100000000ull;
     unsigned limit = busy && since < JOB_CONVERGE_S ? 1 : JOB_COPIES_IDLE;
+    if (busy && since < JOB_CONVERGE_S && !j->speed) {
+        /* The clients' I/O first: copy at most a share of their rate. */
+        double cap = JOB_SHARE * j->guest_rate;
+        if (cap < JOB_MIN_RATE)
+            cap = JOB_MIN_RATE;
+        if ((double)(s.done - j->win_done) > cap * (double)(now - j->win_start) / 1e9 + 262144.0)
+            limit = 0;
+    }
     if (j->speed && s.done > j->speed * ((now - j->t0) / 1000000ull) / 1000ull)
         limit = 0;   /* ahead of the speed asked for */
     if (limit && s.inflight < limit) {

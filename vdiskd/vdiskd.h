@@ -187,6 +187,9 @@ struct job {
     char vol[VD_NAME_MAX + 1], snap[VD_NAME_MAX + 1];
     uint64_t speed;                     /* bytes per second, 0: no cap */
     uint64_t t0, t_event, t_scanned;    /* vdiskd_now_ns() */
+    uint64_t win_start, win_guest, win_done;  /* the throttle's window (jobs.c) */
+    double guest_rate;                  /* the clients' bytes/s in the last window */
+    uint64_t last_reqs, t_active;       /* the clients' last activity */
     uint64_t done, total;               /* relaxed atomics: for query-jobs */
     int state;                          /* relaxed atomic */
     bool cancel;                        /* relaxed atomic: asked for */

@@ -23,6 +23,7 @@
  * place of C and L.  The chain is held for the dirty remainder only.
  */
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
@@ -752,6 +753,50 @@ static int add_merge(MDB_txn *txn, struct vd_commit *j, char id[17])
     return r;
 }
 
+struct punch_work {
+    int fd;
+    struct punch pu;
+};
+
+static void *punch_thread(void *arg)
+{
+    struct punch_work *w = arg;
+    for (size_t i = 0; i < w->pu.n; i++)
+        vdi_be->fallocate(w->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          (off_t)w->pu.a[2 * i], (off_t)w->pu.a[2 * i + 1]);
+    close(w->fd);
+    free(w->pu.a);
+    free(w);
+    return NULL;
+}
+
+/* Punches the ranges of pu in fd on a thread of its own (takes pu's
+ * array); inline if no thread can be had.  A kill before it is done only
+ * leaves space that vd_store_check --repair gives back. */
+static void punch_later(int fd, struct punch *pu)
+{
+    struct punch_work *w = malloc(sizeof(*w));
+    pthread_attr_t a;
+    pthread_t t;
+    if (w && (w->fd = dup(fd)) >= 0) {
+        w->pu = *pu;
+        pthread_attr_init(&a);
+        pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED);
+        int r = pthread_create(&t, &a, punch_thread, w);
+        pthread_attr_destroy(&a);
+        if (r == 0) {
+            pu->a = NULL;
+            pu->n = 0;
+            return;
+        }
+        close(w->fd);
+    }
+    free(w);
+    for (size_t i = 0; i < pu->n; i++)
+        vdi_be->fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)pu->a[2 * i],
+                          (off_t)pu->a[2 * i + 1]);
+}
+
 static uint64_t now_ns(void)
 {
     struct timespec ts;
@@ -870,11 +915,11 @@ int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
     vdi_layer_put(C);          /* the chain's reference; ours goes in job_free */
     vdi_layer_put(oldl);
     vdi_below_reset(c);
-    for (size_t i = 0; i < pu.n; i++)
-        vdi_be->fallocate(L->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
-                          (off_t)pu.a[2 * i], (off_t)pu.a[2 * i + 1]);
     if (pause_ns)
         *pause_ns = now_ns() - t0;
+    /* Giving the old space back takes a system call per range: not while
+     * the chain waits. */
+    punch_later(L->fd, &pu);
     goto out;
 
 broken:
