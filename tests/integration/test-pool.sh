@@ -85,9 +85,9 @@ echo "after logoff: the 18 session clones are gone, 4 spares ready"
 
 echo "== limits and names"
 vdisk pool create tiny --template gold --size 2 --spares 1 >/dev/null || fail "pool tiny"
-"$PY" - "$SOCK" <<'PYEOF' || fail "pool limits"
+"$PY" - "$SOCK" "$VDISK" <<'PYEOF' || fail "pool limits"
 import nbd, sys, json, subprocess
-sock = sys.argv[1]
+sock, vdisk = sys.argv[1:3]
 u = "nbd+unix:///%s?socket=" + sock
 hs = []
 for i in range(2):
@@ -107,7 +107,7 @@ for bad in ("pool/tiny/alice", "pool/nosuch", "pool/", "tiny.0001"):
         raise SystemExit("%s was served" % bad)
     except nbd.Error as e:
         print(bad, "->", e)
-st = json.loads(subprocess.run(["vdisk", "pool", "status", "--output", "json", "tiny"],
+st = json.loads(subprocess.run([vdisk, "pool", "status", "--output", "json", "tiny"],
                                capture_output=True, text=True).stdout)
 clone = [c["volume"] for c in st["clone-list"]][0]
 try:
