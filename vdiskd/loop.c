@@ -60,6 +60,7 @@ struct client {
     struct client *next;        /* wk->clients or an inbox */
     struct export *user_of;     /* on that export's users list (d->lock) */
     struct client *user_next;
+    bool gone;                  /* destroyed: freed at the end of the round */
 };
 
 /* The export's list of connections, for messages naming them. */
@@ -237,7 +238,16 @@ static void client_destroy(struct vdiskd *d, struct client *c)
     }
     close(c->fd);
     free(c->peer);
-    free(c);
+    c->peer = NULL;
+    /* This round's events may still name it (a task that disconnected an
+     * export's clients ran between two of them): freed after the round. */
+    c->gone = true;
+    if (c->wk) {
+        c->next = c->wk->graveyard;
+        c->wk->graveyard = c;
+    } else {
+        free(c);
+    }
     /* The last connection of a stopping daemon lets every loop end. */
     if (__atomic_sub_fetch(&d->nclients, 1, __ATOMIC_ACQ_REL) == 0 && stopping(d))
         wake_all(d);
@@ -266,6 +276,8 @@ static void client_io(struct watch *wt, uint32_t events)
 {
     struct client *c = (struct client *)wt;
     unsigned re = 0;
+    if (c->gone)
+        return;
     if (events & EPOLLIN)
         re |= POLLIN;
     if (events & EPOLLOUT)
@@ -516,6 +528,15 @@ static int loop_wait(struct worker *w, struct epoll_event *ev, int max)
     return epoll_wait(w->epfd, ev, max, w->jobs ? 10 : 1000);
 }
 
+static void free_graveyard(struct worker *w)
+{
+    while (w->graveyard) {
+        struct client *c = w->graveyard;
+        w->graveyard = c->next;
+        free(c);
+    }
+}
+
 __thread struct worker *current_worker;
 
 static int worker_run(struct worker *w)
@@ -538,6 +559,7 @@ static int worker_run(struct worker *w)
             pools_kick(d);
         clients_flush(w);
         clients_reap(w);
+        free_graveyard(w);
         /* Not in sig_io: this round's events may still name a listener. */
         if (w->id == 0 && stopping(d) && d->listeners)
             listen_close_all(d);
@@ -609,6 +631,7 @@ void worker_fini(struct worker *w)
     }
     run_tasks(w);
     exports_close_posted(w);
+    free_graveyard(w);
     if (w->ctx)
         vd_ctx_free(w->ctx);
     if (w->srv)

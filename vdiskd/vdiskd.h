@@ -76,6 +76,7 @@ struct worker {
     struct export *close_inbox;         /* exports to close here (exports.c) */
     struct task *tasks;                 /* work handed over by other threads */
     struct job *jobs;                   /* background jobs it runs (jobs.c) */
+    struct client *graveyard;           /* destroyed this round (loop.c) */
 };
 
 /* Work for a given worker's thread (worker_post_task). */
