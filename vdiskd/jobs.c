@@ -32,7 +32,7 @@
 #include "vdiskd.h"
 
 #define JOB_COPIES_IDLE 8
-#define JOB_SHARE 0.05         /* while clients are busy: copy at most this share of their bytes/s */
+#define JOB_SHARE 0.02         /* while clients are busy: copy at most this share of their bytes/s */
 #define JOB_MIN_RATE (16 << 20) /* but at least this many bytes per second */
 #define JOB_CONVERGE_S 5
 #define JOB_FORCE_S 30

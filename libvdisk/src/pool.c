@@ -91,12 +91,27 @@ static int edit_hook(MDB_txn *txn, void *opaque)
     json_t *cl = json_object_get(p, "clones");
     if (e->clone)
         json_object_set(cl, e->vol, e->clone);
-    else
+    else if (e->vol)
         json_object_del(cl, e->vol);
     if (e->bump)
         json_object_set_new(p, "next", json_integer((json_int_t)ju(p, "next") + 1));
     r = cat_put(txn, e->st->db_pool, e->pool, p);
     json_decref(p);
+    return r;
+}
+
+/* Runs fn in a write transaction of its own, under the store's lock. */
+static int in_txn(struct vd_store *st, st_txn_hook fn, void *opaque)
+{
+    MDB_txn *txn;
+    int r = st_lock(st);
+    if (r < 0)
+        return r;
+    if ((r = cat_txn(st, true, &txn)) == 0) {
+        r = fn(txn, opaque);
+        r = r == 0 ? cat_commit(txn) : (mdb_txn_abort(txn), r);
+    }
+    st_unlock(st);
     return r;
 }
 
@@ -138,19 +153,8 @@ static int make_clone(struct vd_store *st, const char *name, enum vd_pool_state 
         if (r != -EEXIST)
             return r;
         /* Someone named a volume like our next clone: skip the number. */
-        if ((r = st_lock(st)) < 0)
-            return r;
-        if ((r = cat_txn(st, true, &txn)) == 0) {
-            json_t *q;
-            if ((r = get_pool(txn, st, name, &q)) == 0) {
-                json_object_set_new(q, "next", json_integer((json_int_t)ju(q, "next") + 1));
-                r = cat_put(txn, st->db_pool, name, q);
-                json_decref(q);
-            }
-            r = r == 0 ? cat_commit(txn) : (mdb_txn_abort(txn), r);
-        }
-        st_unlock(st);
-        if (r < 0)
+        struct edit skip = { st, name, NULL, NULL, true };
+        if ((r = in_txn(st, edit_hook, &skip)) < 0)
             return r;
         vdi_clear_err();
     }
@@ -164,15 +168,8 @@ static int drop_clone(struct vd_store *st, const char *name, const char *vol)
     int r = st_volume_remove(st, vol, edit_hook, &e);
     if (r == -ENOENT) {
         /* The volume went another way: forget it alone. */
-        MDB_txn *txn;
         vdi_clear_err();
-        if ((r = st_lock(st)) < 0)
-            return r;
-        if ((r = cat_txn(st, true, &txn)) == 0) {
-            r = edit_hook(txn, &e);
-            r = r == 0 ? cat_commit(txn) : (mdb_txn_abort(txn), r);
-        }
-        st_unlock(st);
+        r = in_txn(st, edit_hook, &e);
     }
     return r;
 }
@@ -502,9 +499,20 @@ out:
     return r;
 }
 
+/* A persistent clone's session ended (edit: pool and vol). */
+static int idle_hook(MDB_txn *txn, void *opaque)
+{
+    struct edit *e = opaque;
+    json_t *p;
+    int r = get_pool(txn, e->st, e->pool, &p);
+    if (r == 0 && json_object_get(json_object_get(p, "clones"), e->vol))
+        r = set_state(txn, e->st, e->pool, p, e->vol, VD_POOL_IDLE, NULL, NULL);
+    json_decref(p);
+    return r;
+}
+
 int vd_pool_release(struct vd_store *st, const char *name, const char *vol)
 {
-    MDB_txn *txn;
     json_t *p;
     vdi_clear_err();
     int r = read_pool(st, name, &p);
@@ -517,18 +525,8 @@ int vd_pool_release(struct vd_store *st, const char *name, const char *vol)
         return vdi_err(-ENOENT, "pool '%s' has no clone '%s'", name, vol);
     if (!keep)
         return drop_clone(st, name, vol);
-    if ((r = st_lock(st)) < 0)
-        return r;
-    if ((r = cat_txn(st, true, &txn)) == 0) {
-        if ((r = get_pool(txn, st, name, &p)) == 0) {
-            if (json_object_get(json_object_get(p, "clones"), vol))
-                r = set_state(txn, st, name, p, vol, VD_POOL_IDLE, NULL, NULL);
-            json_decref(p);
-        }
-        r = r == 0 ? cat_commit(txn) : (mdb_txn_abort(txn), r);
-    }
-    st_unlock(st);
-    return r;
+    struct edit e = { st, name, vol, NULL, false };
+    return in_txn(st, idle_hook, &e);
 }
 
 int vd_pool_reset(struct vd_store *st)

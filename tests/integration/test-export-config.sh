@@ -23,17 +23,9 @@ start_daemon
 import json, nbd, socket, subprocess, sys
 ctl, sock, vdisk = sys.argv[1:4]
 u = "nbd+unix:///%s?socket=" + sock
-s = socket.socket(socket.AF_UNIX)
-s.connect(ctl)
-f = s.makefile("rwb")
-f.readline()
-def cmd(command, **args):
-    f.write((json.dumps({"execute": command, "arguments": args}) + "\n").encode())
-    f.flush()
-    while True:
-        m = json.loads(f.readline())
-        if "event" not in m:
-            return m
+sys.path.insert(0, "tests/integration")
+from ctl import Ctl
+cmd = Ctl(ctl).cmd
 def listed():
     out = subprocess.run(["nbdinfo", "--list", "--json", "nbd+unix://?socket=" + sock],
                          capture_output=True, text=True, check=True).stdout

@@ -30,39 +30,13 @@ vdisk snapshot create idle cold >/dev/null || fail "snapshot idle"
 vdisk io -c "write -P 6 4M 1M" idle >/dev/null || fail "write idle after"
 start_daemon --threads 2
 
-# The helpers of every phase: a control connection that keeps its events,
-# and the stamped writer.
+# The helpers of every phase: the stamped writer (and tests/integration/
+# ctl.py, a control connection that keeps its events).
 cat >"$TESTDIR/lib.py" <<'PYEOF'
 import json, nbd, random, socket, sys, threading, time
+sys.path.insert(0, "tests/integration")
+from ctl import Ctl
 BS, N = 4096, 4096            # blocks 0..N-1: the first 16 MiB of vm1
-
-class Ctl:
-    def __init__(self, path):
-        self.s = socket.socket(socket.AF_UNIX)
-        self.s.connect(path)
-        self.f = self.s.makefile("rwb")
-        self.f.readline()
-        self.events = []
-    def cmd(self, command, **args):
-        self.f.write((json.dumps({"execute": command, "arguments": args}) + "\n").encode())
-        self.f.flush()
-        while True:
-            m = json.loads(self.f.readline())
-            if "event" in m:
-                self.events.append(m)
-                continue
-            return m
-    def wait_event(self, names, job, timeout=120):
-        self.s.settimeout(timeout)
-        for e in self.events:
-            if e["event"] in names and e["data"].get("id") == job:
-                return e
-        while True:
-            m = json.loads(self.f.readline())
-            if "event" in m:
-                self.events.append(m)
-                if m["event"] in names and m["data"].get("id") == job:
-                    return m
 
 def stamp(i, gen):
     return (i.to_bytes(4, "little") + gen.to_bytes(4, "little")) * (BS // 8)

@@ -122,18 +122,10 @@ PYEOF
 
 echo "== the control API's pool commands"
 "$PY" - "$STORE/control.sock" <<'PYEOF' || fail "pool commands"
-import json, socket, sys
-s = socket.socket(socket.AF_UNIX)
-s.connect(sys.argv[1])
-f = s.makefile("rwb")
-f.readline()
-def cmd(command, **args):
-    f.write((json.dumps({"execute": command, "arguments": args}) + "\n").encode())
-    f.flush()
-    while True:
-        m = json.loads(f.readline())
-        if "event" not in m:
-            return m
+import sys
+sys.path.insert(0, "tests/integration")
+from ctl import Ctl
+cmd = Ctl(sys.argv[1]).cmd
 assert cmd("pool-create", name="lab", template="gold", size=3, spares=1) == {"return": {}}
 pools = {p["name"]: p for p in cmd("query-pools")["return"]}
 assert pools["lab"]["ready"] == 1 and pools["lab"]["mode"] == "ephemeral", pools["lab"]
