@@ -778,6 +778,10 @@ static json_t *cmd_query_stats(struct ctl_client *c, json_t *args)
             (int)ex->owner->id, "latency-us", "p50", lat_quantile(h, total, 0.5), "p90",
             lat_quantile(h, total, 0.9), "p99", lat_quantile(h, total, 0.99), "max",
             total ? (json_int_t)1 << (top + 1) : 0);
+        uint64_t frb, chb;
+        vd_chain_read_stats(ex->chain, &frb, &chb);
+        json_object_set_new(o, "frozen-read-bytes", json_integer((json_int_t)frb));
+        json_object_set_new(o, "cache-hit-bytes", json_integer((json_int_t)chb));
         /* Space: what the volume's own layers hold. */
         struct vd_volume_info vi;
         if (o && ex->writable && vd_volume_info(d->store, ex->name, &vi) == 0)

@@ -192,6 +192,11 @@ int vd_chain_close(struct vd_chain *chain);
 
 /* Number of layers (>= 1). */
 unsigned vd_chain_depth(const struct vd_chain *chain);
+/* Bytes this chain read from the files of shared frozen layers (a layer
+ * cache's), and bytes its reads found in the block cache; any thread may
+ * ask (each figure is exact, the two are not one instant). */
+void vd_chain_read_stats(const struct vd_chain *chain, uint64_t *frozen_read_bytes,
+                         uint64_t *cache_hit_bytes);
 /* Virtual size of the chain (the top layer's size). */
 uint64_t vd_chain_size(const struct vd_chain *chain);
 uint32_t vd_chain_block_size(const struct vd_chain *chain);

@@ -570,3 +570,10 @@ int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, bool rdwr,
     *out = c;
     return 0;
 }
+
+void vd_chain_read_stats(const struct vd_chain *c, uint64_t *frozen_read_bytes,
+                         uint64_t *cache_hit_bytes)
+{
+    *frozen_read_bytes = __atomic_load_n(&c->frozen_read_bytes, __ATOMIC_RELAXED);
+    *cache_hit_bytes = __atomic_load_n(&c->cache_hit_bytes, __ATOMIC_RELAXED);
+}

@@ -347,18 +347,24 @@ static int read_run(struct vdi_req *q, struct vdi_layer *l, uint8_t *buf, uint64
                                     bc_piece_done, q, &phys);
             if (r <= 0)
                 q->pending--;
+            if (r == 0)
+                __atomic_add_fetch(&q->c->cache_hit_bytes, n, __ATOMIC_RELAXED);
             if (r < 0)
                 return r;
             buf += n;
             foff += n;
             len -= n;
         }
-        if (phys)
+        if (phys) {
             __atomic_add_fetch(&lc->frozen_read_bytes, phys, __ATOMIC_RELAXED);
+            __atomic_add_fetch(&q->c->frozen_read_bytes, phys, __ATOMIC_RELAXED);
+        }
         return 0;
     }
-    if (lc)
+    if (lc) {
         __atomic_add_fetch(&lc->frozen_read_bytes, len, __ATOMIC_RELAXED);
+        __atomic_add_fetch(&q->c->frozen_read_bytes, len, __ATOMIC_RELAXED);
+    }
     struct sop *s = new_sop(q, VDI_OP_READ, l->fd, buf, len, foff);
     if (!s)
         return -ENOMEM;

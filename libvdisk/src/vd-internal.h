@@ -275,6 +275,8 @@ struct vd_chain {
      * changed while it copies). */
     void (*write_hook)(void *opaque, uint64_t off, uint64_t len);
     void *write_hook_opaque;
+    /* relaxed atomics, for vd_chain_read_stats */
+    uint64_t frozen_read_bytes, cache_hit_bytes;
 };
 
 /* Waits for every request in flight on the chain and the top's flush. */

@@ -8,7 +8,8 @@
 #    for chunks others were loading;
 #  - without it (--block-cache 0) the counter sees 8 reads of everything;
 #  - with a cache far smaller than the template (1 MiB: chunks evicted all
-#    the time) the data is still right; clones' own writes are not cached.
+#    the time) the data is still right; clones' own writes are not cached;
+#    query-stats counts each export's cache hits.
 NBD_LIB=1
 . tests/integration/test-nbd-lib.sh
 need nbdcopy sha256sum
@@ -72,14 +73,23 @@ storm "no cache"
 stop_daemon
 
 start_daemon --threads 2 --block-cache 1M
-"$PY" - "$SOCK" <<'PYEOF' || fail "writes of a clone"
+"$PY" - "$SOCK" "$STORE/control.sock" <<'PYEOF' || fail "writes of a clone"
 import nbd, sys
+sys.path.insert(0, "tests/integration")
+from ctl import Ctl
 h = nbd.NBD()
 h.connect_uri("nbd+unix:///c3?socket=" + sys.argv[1])
 t = nbd.NBD()
 t.connect_uri("nbd+unix:///gold?socket=" + sys.argv[1])
 old = t.pread(65536, 1 << 20)
 assert h.pread(65536, 1 << 20) == old
+assert h.pread(65536, 1 << 20) == old          # again: from the cache
+ex = {e["name"]: e for e in Ctl(sys.argv[2]).cmd("query-stats")["return"]["exports"]}
+print("c3:", ex["c3"]["frozen-read-bytes"], "bytes read from the template,",
+      ex["c3"]["cache-hit-bytes"], "found in the cache")
+assert ex["c3"]["cache-hit-bytes"] >= 65536, ex["c3"]
+assert 0 < ex["c3"]["frozen-read-bytes"] <= 2 * 65536, ex["c3"]
+assert ex["gold"]["frozen-read-bytes"] == 0, ex["gold"]        # its own layer: the top
 h.pwrite(b"\x77" * 65536, 1 << 20)
 assert h.pread(65536, 1 << 20) == b"\x77" * 65536
 assert t.pread(65536, 1 << 20) == old
