@@ -341,8 +341,12 @@ static void snap_run(struct worker *w, struct task *t)
     struct vol_task *st = (struct vol_task *)t;
     struct vdiskd *d = st->l.d;
     struct export *ex = st->ex;
-    pthread_mutex_lock(&d->lock);
     uint64_t t0 = vdiskd_now_ns();
+    /* The requests in flight end before d->lock is taken: one may wait for
+     * a block cache load of another thread, which may want d->lock.  None
+     * starts meanwhile (this thread is here). */
+    vd_chain_wait(ex->chain);
+    pthread_mutex_lock(&d->lock);
     int r = vd_snapshot_create_open(d->store, st->vol, st->snap, ex->chain);
     uint64_t us = (vdiskd_now_ns() - t0) / 1000u;
     if (r == 0)

@@ -70,9 +70,21 @@ static void job_end(struct worker *w, struct job *j)
     free(j);
 }
 
+/* Never wait for I/O holding d->lock: a read of this thread may wait for a
+ * block cache load another thread started, and that thread may be waiting
+ * for d->lock.  The copies in flight end first, then the store work. */
+static void wait_copies(struct worker *w, struct job *j)
+{
+    struct vd_commit_status s;
+    for (vd_commit_status(j->cm, &s); s.inflight; vd_commit_status(j->cm, &s))
+        if (vd_ctx_poll(w->ctx, -1) < 0)
+            break;
+}
+
 static void job_cancel_now(struct worker *w, struct job *j, const char *why)
 {
     struct vdiskd *d = j->d;
+    wait_copies(w, j);
     pthread_mutex_lock(&d->lock);
     vd_commit_cancel(j->cm);
     pthread_mutex_unlock(&d->lock);
@@ -172,8 +184,12 @@ static void job_finish(struct worker *w, struct job *j, const struct vd_commit_s
 {
     struct vdiskd *d = j->d;
     uint64_t pause = 0;
+    int r = vd_commit_settle(j->cm);   /* the waiting part, without d->lock */
     pthread_mutex_lock(&d->lock);
-    int r = vd_commit_finish(j->cm, &pause);
+    if (r < 0)
+        vd_commit_cancel(j->cm);   /* keeps the message */
+    else
+        r = vd_commit_finish(j->cm, &pause);
     j->cm = NULL;
     j->ex->depth = vd_chain_depth(j->ex->chain);
     pthread_mutex_unlock(&d->lock);

@@ -190,6 +190,9 @@ int vd_chain_open(struct vd_ctx *ctx, const char *path,
  * flushing (the chain is freed in every case). */
 int vd_chain_close(struct vd_chain *chain);
 
+/* Waits (polling the chain's context) until no request of the chain is in
+ * flight. */
+void vd_chain_wait(struct vd_chain *chain);
 /* Number of layers (>= 1). */
 unsigned vd_chain_depth(const struct vd_chain *chain);
 /* Bytes this chain read from the files of shared frozen layers (a layer
@@ -495,10 +498,16 @@ int vd_commit_start(struct vd_store *st, const char *vol, const char *snap,
  * start; returns how many it started, or the job's error. */
 int vd_commit_pump(struct vd_commit *j, unsigned max_inflight);
 void vd_commit_status(const struct vd_commit *j, struct vd_commit_status *st);
-/* Waits for the copies in flight, then with the chain's requests drained
- * (none start meanwhile: the caller's thread is here) copies what is left
- * and switches.  *pause_ns (may be NULL) gets the time the chain was held.
- * Frees j; on error the job is cancelled and nothing changed. */
+/* Waits for the copies in flight, drains the chain's requests and copies
+ * what is left: from here until vd_commit_finish no request of the chain
+ * may start (the caller's thread stays here).  Needs no lock of the
+ * caller's: a server calls it before taking the one it holds around store
+ * operations.  On error, cancel the job. */
+int vd_commit_settle(struct vd_commit *j);
+/* Switches (after vd_commit_settle, which it runs itself if needed): the
+ * snapshot goes and the chain goes on one layer shorter.  *pause_ns (may be
+ * NULL) gets the time the chain was held.  Frees j; on an error before the
+ * switch the job is cancelled and nothing changed. */
 int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns);
 /* Stops the job and frees it; nothing changed. */
 void vd_commit_cancel(struct vd_commit *j);

@@ -144,6 +144,10 @@ static void chain_free(struct vd_chain *c)
 {
     for (unsigned i = 0; i < c->n; i++)
         vdi_layer_put(c->layers[i]);
+    if (c->pinned)
+        vdi_layer_put(c->pinned);
+    if (c->pinned_fd > 0)
+        close(c->pinned_fd);
     free(c->layers);
     vdi_below_reset(c);
     free(c->bm);
@@ -576,4 +580,9 @@ void vd_chain_read_stats(const struct vd_chain *c, uint64_t *frozen_read_bytes,
 {
     *frozen_read_bytes = __atomic_load_n(&c->frozen_read_bytes, __ATOMIC_RELAXED);
     *cache_hit_bytes = __atomic_load_n(&c->cache_hit_bytes, __ATOMIC_RELAXED);
+}
+
+void vd_chain_wait(struct vd_chain *c)
+{
+    vdi_chain_drain(c);
 }

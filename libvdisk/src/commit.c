@@ -90,6 +90,8 @@ struct vd_commit {
     unsigned inflight;
     int err;
     uint64_t done, total;
+    bool settled;                 /* vd_commit_settle done */
+    uint64_t t_pause;             /* when the chain stopped */
 };
 
 /* ---- the map of new slots ---- */
@@ -650,9 +652,11 @@ static int punch_add(struct punch *p, uint64_t off, uint64_t len)
 
 /* Names the merged blocks in L's index: for every block C holds anything
  * in, sub-blocks C holds take C's state, the rest keep L's; blocks where C
- * holds data move to their new slot.  pu gets the space no longer named:
- * old slots, sub-blocks that became zero, new slots left unused. */
-static int install(struct vd_commit *j, struct punch *pu)
+ * holds data move to their new slot.  pu gets the slots no longer named
+ * (old slots, new ones left unused), now the sub-blocks of named slots
+ * that hold nothing now: those must be punched before the chain writes
+ * again (a write to such a sub-block goes to the same place). */
+static int install(struct vd_commit *j, struct punch *pu, struct punch *now)
 {
     struct vdi_layer *L = j->L, *C = j->C;
     int r;
@@ -710,7 +714,7 @@ static int install(struct vd_commit *j, struct punch *pu)
                 }
                 if (!data && old && vdi_sub_state(e, s) == VDF_SUB_PRESENT &&
                     cs != VDF_SUB_PRESENT &&
-                    (r = punch_add(pu, old + (uint64_t)s * VD_SUBBLOCK_SIZE,
+                    (r = punch_add(now, old + (uint64_t)s * VD_SUBBLOCK_SIZE,
                                    VD_SUBBLOCK_SIZE)) < 0)
                     return r;
                 vdi_set_sub_state(e, s, cs);
@@ -721,7 +725,7 @@ static int install(struct vd_commit *j, struct punch *pu)
                  * the block and zero or absent now. */
                 for (unsigned s = 0; s < C->subs; s++)
                     if (vdi_sub_state(e, s) != VDF_SUB_PRESENT &&
-                        (r = punch_add(pu, slot + (uint64_t)s * VD_SUBBLOCK_SIZE,
+                        (r = punch_add(now, slot + (uint64_t)s * VD_SUBBLOCK_SIZE,
                                        VD_SUBBLOCK_SIZE)) < 0)
                         return r;
             }
@@ -804,35 +808,28 @@ static uint64_t now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
+int vd_commit_settle(struct vd_commit *j)
 {
-    struct vd_store *st = j->st;
     struct vd_chain *c = j->chain;
-    char key[2 * VD_NAME_MAX + 2], top[37], lu[37], cu[37], parent[37], mid[17];
-    char lp[4096], cp[4096];
-    struct punch pu = { 0 };
-    MDB_txn *txn;
     int r;
     while (j->inflight)
         if (vd_ctx_poll(j->ctx, -1) < 0)
             break;
-    uint64_t t0 = now_ns();
+    j->t_pause = now_ns();
     vdi_chain_drain(c);
     if ((r = j->err) < 0)
-        goto cancel;
+        return r;
     int ci = chain_index(c, j->cu);
     if (ci < 0 || c->layers[ci] != j->C || ci + 1 >= (int)c->n ||
         chain_index(c, j->lu) != ci + 1 || c->size != j->csize) {
-        r = vdi_err(-EINVAL, "volume '%s' changed during the commit (resized or rolled back)",
-                    j->vol);
-        goto cancel;
+        return vdi_err(-EINVAL, "volume '%s' changed during the commit (resized or rolled "
+                       "back)", j->vol);
     }
     if (c->layers[ci + 1]->refs > 1) {
         /* Another chain (of the snapshot, or one above it) reads L through
          * the layer cache with L's old index. */
-        r = vdi_err(-EBUSY, "snapshot '%s' was opened elsewhere in this process during "
-                    "the commit", j->snap);
-        goto cancel;
+        return vdi_err(-EBUSY, "snapshot '%s' was opened elsewhere in this process during "
+                       "the commit", j->snap);
     }
     /* What is left (the rest of the first pass, the dirty blocks), with
      * every copy slot busy: no request of the chain starts meanwhile. */
@@ -848,8 +845,27 @@ int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
         r = j->err;
     if (r == 0 && (r = vdi_fdatasync(j->L->fd)) < 0)
         vdi_err(r, "%s: sync: %s", j->L->path, strerror(-r));
-    if (r < 0)
+    if (r == 0)
+        j->settled = true;
+    return r;
+}
+
+int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
+{
+    struct vd_store *st = j->st;
+    struct vd_chain *c = j->chain;
+    char key[2 * VD_NAME_MAX + 2], top[37], lu[37], cu[37], parent[37], mid[17];
+    char lp[4096], cp[4096];
+    struct punch pu = { 0 }, now = { 0 };
+    MDB_txn *txn;
+    int r = 0, ci;
+    if (!j->settled && (r = vd_commit_settle(j)) < 0)
         goto cancel;
+    if (c->inflight || j->inflight) {
+        r = vdi_err(-EINVAL, "commit: requests started between settle and finish");
+        goto cancel;
+    }
+    ci = chain_index(c, j->cu);
 
     /* S goes; from here on the journal holds a merge, which recovery
      * finishes. */
@@ -883,7 +899,7 @@ int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
     st_layer_path(st, j->cu, cp, sizeof(cp));
     if (C->size > L->size && (r = vdi_layer_grow(L, C->size)) < 0)
         goto broken;
-    if ((r = install(j, &pu)) < 0 || (r = vdi_layer_flush_sync(L)) < 0)
+    if ((r = install(j, &pu, &now)) < 0 || (r = vdi_layer_flush_sync(L)) < 0)
         goto broken;
     vdi_step("online commit: index written");
     L->uuid = C->uuid;
@@ -897,10 +913,10 @@ int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
     free(L->path);
     L->path = strdup(cp);
     vdi_step("online commit: file replaced");
+    /* C's file is gone: the chain must go on with L whatever happens to
+     * the catalog (the journal finishes it at the next open). */
     r = mg_finish(st, mid, j->lu, j->cu, parent);
     st_unlock(st);
-    if (r < 0)
-        goto out;   /* the files are done; the next open finishes the catalog */
 
     /* The chain goes on with L in place of C and L. */
     struct vdi_layer *oldl = c->layers[ci + 1];
@@ -915,17 +931,27 @@ int vd_commit_finish(struct vd_commit *j, uint64_t *pause_ns)
     vdi_layer_put(C);          /* the chain's reference; ours goes in job_free */
     vdi_layer_put(oldl);
     vdi_below_reset(c);
+    /* Sub-blocks of slots L names: before the chain writes there again.
+     * Whole slots nothing names: on a thread, not while the chain waits
+     * (a system call per range). */
+    for (size_t i = 0; i < now.n; i++)
+        vdi_be->fallocate(L->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE,
+                          (off_t)now.a[2 * i], (off_t)now.a[2 * i + 1]);
     if (pause_ns)
-        *pause_ns = now_ns() - t0;
-    /* Giving the old space back takes a system call per range: not while
-     * the chain waits. */
+        *pause_ns = now_ns() - j->t_pause;
     punch_later(L->fd, &pu);
     goto out;
 
 broken:
     /* The merge is in the journal and the chain still reads C over the old
-     * L (whose old data is kept): the next store open finishes it. */
+     * L (whose old data is kept): the next store open finishes it.  Until
+     * the chain closes, it keeps the locks that stop another process from
+     * doing so under it. */
     st_unlock(st);
+    c->pinned = j->L;
+    c->pinned_fd = j->c_lock_fd;
+    j->L = NULL;
+    j->c_lock_fd = -1;
     goto out;
 abort:
     mdb_txn_abort(txn);
@@ -935,6 +961,7 @@ cancel:
     undo(j);
 out:
     free(pu.a);
+    free(now.a);
     job_free(j);
     return r;
 }

@@ -74,11 +74,14 @@ static void fill_info(const char *name, json_t *p, struct vd_pool_info *i)
 
 /* ---- changing a record inside another operation's transaction ---- */
 
+enum { DROP_ANY, DROP_SPARE, DROP_NO_SESSION };
+
 struct edit {
     struct vd_store *st;
     const char *pool, *vol;
     json_t *clone;                /* the clone's new record, or NULL: forget it */
     bool bump;                    /* the name counter goes past vol's number */
+    int only;                     /* forgetting it: only in that case (DROP_*) */
 };
 
 static int edit_hook(MDB_txn *txn, void *opaque)
@@ -88,7 +91,19 @@ static int edit_hook(MDB_txn *txn, void *opaque)
     int r = get_pool(txn, e->st, e->pool, &p);
     if (r < 0)
         return r;
-    json_t *cl = json_object_get(p, "clones");
+    json_t *cl = json_object_get(p, "clones"), *old = e->vol ? json_object_get(cl, e->vol) : NULL;
+    /* What was read before this transaction may have changed since (another
+     * process took the spare, or made clones). */
+    if (!e->clone && old && ((e->only == DROP_SPARE && state_of(old) != VD_POOL_SPARE) ||
+                             (e->only == DROP_NO_SESSION && state_of(old) == VD_POOL_SESSION)))
+        r = vdi_err(-EBUSY, "pool '%s': clone %s went into a session meanwhile", e->pool, e->vol);
+    else if (e->clone && e->bump && json_object_size(cl) >= ju(p, "size"))
+        r = vdi_err(-ENOSPC, "pool '%s' is at its size (%llu clones)", e->pool,
+                    (unsigned long long)ju(p, "size"));
+    if (r < 0) {
+        json_decref(p);
+        return r;
+    }
     if (e->clone)
         json_object_set(cl, e->vol, e->clone);
     else if (e->vol)
@@ -145,7 +160,7 @@ static int make_clone(struct vd_store *st, const char *name, enum vd_pool_state 
         uint32_t v = (uint32_t)ju(p, "version");
         snprintf(vol, VD_NAME_MAX + 1, "%s.%04llu", name, (unsigned long long)ju(p, "next"));
         json_decref(p);
-        struct edit e = { st, name, vol, clone_rec(v, s, user, holder), true };
+        struct edit e = { st, name, vol, clone_rec(v, s, user, holder), true, DROP_ANY };
         if (!e.clone)
             return vdi_err(-ENOMEM, "out of memory");
         r = st_clone(st, tpl, v, vol, 0, NULL, NULL, edit_hook, &e);
@@ -153,7 +168,7 @@ static int make_clone(struct vd_store *st, const char *name, enum vd_pool_state 
         if (r != -EEXIST)
             return r;
         /* Someone named a volume like our next clone: skip the number. */
-        struct edit skip = { st, name, NULL, NULL, true };
+        struct edit skip = { st, name, NULL, NULL, true, DROP_ANY };
         if ((r = in_txn(st, edit_hook, &skip)) < 0)
             return r;
         vdi_clear_err();
@@ -161,10 +176,11 @@ static int make_clone(struct vd_store *st, const char *name, enum vd_pool_state 
     return vdi_err(-EEXIST, "pool '%s': no free name for a new clone", name);
 }
 
-/* Removes clone vol and forgets it. */
-static int drop_clone(struct vd_store *st, const char *name, const char *vol)
+/* Removes clone vol and forgets it (only: DROP_*, checked in the
+ * transaction that does it). */
+static int drop_clone(struct vd_store *st, const char *name, const char *vol, int only)
 {
-    struct edit e = { st, name, vol, NULL, false };
+    struct edit e = { st, name, vol, NULL, false, only };
     int r = st_volume_remove(st, vol, edit_hook, &e);
     if (r == -ENOENT) {
         /* The volume went another way: forget it alone. */
@@ -258,7 +274,7 @@ int vd_pool_remove(struct vd_store *st, const char *name)
                        n > 4 ? ", ..." : "");
     }
     json_object_foreach(json_object_get(p, "clones"), k, c) {
-        if ((r = drop_clone(st, name, k)) < 0)
+        if ((r = drop_clone(st, name, k, DROP_NO_SESSION)) < 0)
             break;
     }
     json_decref(p);
@@ -390,7 +406,12 @@ int vd_pool_fill(struct vd_store *st, const char *name, unsigned *made, unsigned
     uint32_t ver = (uint32_t)ju(p, "version");
     json_object_foreach(json_object_get(p, "clones"), k, c) {
         if (state_of(c) == VD_POOL_SPARE && ju(c, "v") != ver) {
-            if ((r = drop_clone(st, name, k)) < 0)
+            r = drop_clone(st, name, k, DROP_SPARE);
+            if (r == -EBUSY) {
+                vdi_clear_err();   /* taken meanwhile: it is a session's now */
+                continue;
+            }
+            if (r < 0)
                 goto out;
             d++;
         }
@@ -401,8 +422,13 @@ int vd_pool_fill(struct vd_store *st, const char *name, unsigned *made, unsigned
         goto out0;
     fill_info(name, p, &i);
     while (i.ready < i.spares && i.clones < i.size) {
-        if ((r = make_clone(st, name, VD_POOL_SPARE, NULL, NULL, vol)) < 0)
+        if ((r = make_clone(st, name, VD_POOL_SPARE, NULL, NULL, vol)) < 0) {
+            if (r == -ENOSPC) {
+                vdi_clear_err();   /* another process filled it meanwhile */
+                r = 0;
+            }
             goto out;
+        }
         m++;
         i.ready++;
         i.clones++;
@@ -524,8 +550,8 @@ int vd_pool_release(struct vd_store *st, const char *name, const char *vol)
     if (!c)
         return vdi_err(-ENOENT, "pool '%s' has no clone '%s'", name, vol);
     if (!keep)
-        return drop_clone(st, name, vol);
-    struct edit e = { st, name, vol, NULL, false };
+        return drop_clone(st, name, vol, DROP_ANY);
+    struct edit e = { st, name, vol, NULL, false, DROP_ANY };
     return in_txn(st, idle_hook, &e);
 }
 
@@ -544,7 +570,7 @@ int vd_pool_reset(struct vd_store *st)
         json_object_foreach(json_object_get(p, "clones"), k, c) {
             struct vd_volume_info vi;
             if (vd_volume_info(st, k, &vi) == -ENOENT)
-                r = drop_clone(st, pools[i].name, k);
+                r = drop_clone(st, pools[i].name, k, DROP_ANY);
             else if (state_of(c) == VD_POOL_SESSION)
                 r = vd_pool_release(st, pools[i].name, k);
             else

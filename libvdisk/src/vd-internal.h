@@ -277,6 +277,9 @@ struct vd_chain {
     void *write_hook_opaque;
     /* relaxed atomics, for vd_chain_read_stats */
     uint64_t frozen_read_bytes, cache_hit_bytes;
+    /* Held until the chain closes (commit.c, a switch cut short). */
+    struct vdi_layer *pinned;
+    int pinned_fd;
 };
 
 /* Waits for every request in flight on the chain and the top's flush. */

@@ -2563,6 +2563,7 @@ static void test_commit_online(void **state)
     assert_rc(vd_commit_finish(j, &pause), 0);
     assert_true(pause > 0);
     assert_int_equal(vd_chain_depth(c), 1);
+
     model_check(&m, c);
     model_write(&m, c, 1 * MiB, 64 * KiB, 201);
     model_check(&m, c);
@@ -2573,6 +2574,32 @@ static void test_commit_online(void **state)
     assert_int_equal(count_layer_files(s, NULL), 1);
     expect_clean(s, NULL);
     reopen(s);
+    mcheck(s, &m, "v");
+    expect_clean(s, NULL);
+    model_free(&m);
+    model_free(&m1);
+}
+
+/* A sub-block zeroed in the top over the snapshot's data, in a block the
+ * top holds no data in: the merged block keeps the snapshot layer's slot,
+ * and that sub-block's old bytes are given back at the switch, before the
+ * chain writes again (a write there goes to the same place). */
+static void test_commit_online_punch(void **state)
+{
+    struct senv *s = *state;
+    struct model m, m1;
+    uint64_t rng = 3;
+    commit_setup(s, &m, &m1);
+    struct vd_chain *c = sopen(s, "v", VD_OPEN_RDWR);
+    model_zero(&m, c, 704 * KiB + 12 * KiB, 4 * KiB);
+    struct vd_commit *j = NULL;
+    assert_rc(vd_commit_start(s->st, "v", "s1", c, &j), 0);
+    commit_run(s, j, c, &m, 0, &rng);
+    assert_rc(vd_commit_finish(j, NULL), 0);
+    model_write(&m, c, 704 * KiB + 12 * KiB, 4 * KiB, 203);
+    usleep(200000);
+    model_check(&m, c);
+    close_chain(c);
     mcheck(s, &m, "v");
     expect_clean(s, NULL);
     model_free(&m);
@@ -2887,6 +2914,7 @@ int main(int argc, char **argv)
         T(test_snapshot_commit_refused),
         T(test_snapshot_commit_under_template),
         T(test_commit_online),
+        T(test_commit_online_punch),
         T(test_commit_online_middle),
         T(test_commit_online_cancel),
         T(test_commit_online_crash),
