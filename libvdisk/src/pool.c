@@ -100,6 +100,12 @@ static int edit_hook(MDB_txn *txn, void *opaque)
     else if (e->clone && e->bump && json_object_size(cl) >= ju(p, "size"))
         r = vdi_err(-ENOSPC, "pool '%s' is at its size (%llu clones)", e->pool,
                     (unsigned long long)ju(p, "size"));
+    else if (e->clone && e->bump && state_of(e->clone) == VD_POOL_SPARE) {
+        struct vd_pool_info i;
+        fill_info(e->pool, p, &i);
+        if (i.ready >= i.spares)   /* another process filled it meanwhile */
+            r = vdi_err(-EALREADY, "pool '%s' has its spares", e->pool);
+    }
     if (r < 0) {
         json_decref(p);
         return r;
@@ -423,7 +429,7 @@ int vd_pool_fill(struct vd_store *st, const char *name, unsigned *made, unsigned
     fill_info(name, p, &i);
     while (i.ready < i.spares && i.clones < i.size) {
         if ((r = make_clone(st, name, VD_POOL_SPARE, NULL, NULL, vol)) < 0) {
-            if (r == -ENOSPC) {
+            if (r == -ENOSPC || r == -EALREADY) {
                 vdi_clear_err();   /* another process filled it meanwhile */
                 r = 0;
             }
