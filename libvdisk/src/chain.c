@@ -146,7 +146,7 @@ static void chain_free(struct vd_chain *c)
         vdi_layer_put(c->layers[i]);
     if (c->pinned)
         vdi_layer_put(c->pinned);
-    if (c->pinned_fd > 0)
+    if (c->pinned_fd >= 0)
         close(c->pinned_fd);
     free(c->layers);
     vdi_below_reset(c);
@@ -189,6 +189,7 @@ int vd_chain_open(struct vd_ctx *ctx, const char *path,
         free(c);
         return vdi_err(-ENOMEM, "out of memory");
     }
+    c->pinned_fd = -1;
     c->ctx = ctx;
     c->rdwr = flags & VD_OPEN_RDWR;
     c->buffered = flags & VD_OPEN_BUFFERED;
@@ -548,6 +549,7 @@ int vdi_chain_open_single(struct vd_ctx *ctx, const char *path, bool rdwr,
         free(c);
         return vdi_err(-ENOMEM, "out of memory");
     }
+    c->pinned_fd = -1;
     c->ctx = ctx;
     c->rdwr = rdwr;
     c->buffered = true;
