@@ -282,6 +282,10 @@ void cli_err_store(int err, const char *name, const char *fmt, ...)
 struct json_t;
 int cli_control_call(struct vd_store *st, const char *command, struct json_t *args,
                      struct json_t **ret, char *err, size_t errlen);
+/* cli_control_call for commands that need the daemon: its errors, and the
+ * lack of a daemon, are said on stderr. */
+int cli_control_ask(struct vd_store *st, const char *command, struct json_t *args,
+                    struct json_t **ret);
 /* The same over one connection, which also receives the daemon's events. */
 struct cli_ctl;
 int cli_control_open(struct vd_store *st, struct cli_ctl **out, char *err, size_t errlen);

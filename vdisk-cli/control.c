@@ -176,3 +176,14 @@ int cli_control_call(struct vd_store *st, const char *command, json_t *args, jso
     cli_control_close(c);
     return r;
 }
+
+int cli_control_ask(struct vd_store *st, const char *command, json_t *args, json_t **ret)
+{
+    char err[1024];
+    int r = cli_control_call(st, command, args, ret, err, sizeof(err));
+    if (r == -ENOENT || r == -ECONNREFUSED)
+        cli_err("no vdiskd is serving the store %s (no control socket)", vd_store_path(st));
+    else if (r < 0)
+        cli_err("%s: %s", command, err[0] ? err : strerror(-r));
+    return r;
+}

@@ -31,14 +31,9 @@ static void usage(FILE *f)
 static int call(const char *command, json_t *args, json_t **ret)
 {
     struct vd_store *st;
-    char err[1024];
     if (cli_store_open(0, &st) < 0)
         return -1;
-    int r = cli_control_call(st, command, args, ret, err, sizeof(err));
-    if (r == -ENOENT || r == -ECONNREFUSED)
-        cli_err("no vdiskd is serving the store %s (no control socket)", vd_store_path(st));
-    else if (r < 0)
-        cli_err("%s: %s", command, err[0] ? err : strerror(-r));
+    int r = cli_control_ask(st, command, args, ret);
     vd_store_close(st);
     return r;
 }

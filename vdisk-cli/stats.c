@@ -129,16 +129,10 @@ int cmd_stats(int argc, char **argv)
     struct timespec tprev = { 0, 0 };
     int ret = EXIT_OK;
     for (;;) {
-        char err[512];
         json_t *args = json_object(), *now = NULL;
-        int r = cli_control_call(st, "query-stats", args, &now, err, sizeof(err));
+        int r = cli_control_ask(st, "query-stats", args, &now);
         json_decref(args);
         if (r < 0) {
-            if (r == -ENOENT || r == -ECONNREFUSED)
-                cli_err("no vdiskd is serving the store %s (no control socket)",
-                        vd_store_path(st));
-            else
-                cli_err("query-stats: %s", err[0] ? err : strerror(-r));
             ret = EXIT_ERR;
             break;
         }
