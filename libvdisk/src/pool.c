@@ -370,31 +370,34 @@ int vd_pool_info(struct vd_store *st, const char *name, struct vd_pool_info *inf
     return 0;
 }
 
-int vd_pool_recompose(struct vd_store *st, const char *name, uint32_t version)
+struct recompose {
+    struct vd_store *st;
+    const char *name;
+    uint32_t version;
+};
+
+static int recompose_hook(MDB_txn *txn, void *opaque)
 {
-    MDB_txn *txn;
-    json_t *p;
+    struct recompose *rc = opaque;
     char layer[37];
     uint32_t ver;
-    vdi_clear_err();
-    int r = st_lock(st);
+    json_t *p;
+    int r = get_pool(txn, rc->st, rc->name, &p);
     if (r < 0)
         return r;
-    if ((r = cat_txn(st, true, &txn)) < 0)
-        goto out;
-    if ((r = get_pool(txn, st, name, &p)) < 0) {
-        mdb_txn_abort(txn);
-        goto out;
-    }
-    if ((r = st_template_layer(txn, st, js(p, "template"), version, layer, &ver)) == 0) {
+    if ((r = st_template_layer(txn, rc->st, js(p, "template"), rc->version, layer, &ver)) == 0) {
         json_object_set_new(p, "version", json_integer((json_int_t)ver));
-        r = cat_put(txn, st->db_pool, name, p);
+        r = cat_put(txn, rc->st->db_pool, rc->name, p);
     }
     json_decref(p);
-    r = r == 0 ? cat_commit(txn) : (mdb_txn_abort(txn), r);
-out:
-    st_unlock(st);
     return r;
+}
+
+int vd_pool_recompose(struct vd_store *st, const char *name, uint32_t version)
+{
+    struct recompose rc = { st, name, version };
+    vdi_clear_err();
+    return in_txn(st, recompose_hook, &rc);
 }
 
 /* ---- the broker ---- */

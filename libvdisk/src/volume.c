@@ -12,6 +12,24 @@
 #include "store.h"
 
 int vdi_store_writer_pid(struct vd_store *st, const char *uuid);
+
+/* A push of volume vol (top layer top) in the journal, inside txn: n gets
+ * the new top's UUID, id the entry's. */
+static int plan_push(MDB_txn *txn, struct vd_store *st, const char *vol, const char *top,
+                     char n[37], char id[17])
+{
+    int r = st_new_uuid(n);
+    if (r < 0)
+        return r;
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "op", "push", "vol", vol, "top", top,
+                          "new", n);
+    if (!j)
+        return vdi_err(-ENOMEM, "out of memory");
+    r = jnl_add(txn, st, j, id);
+    json_decref(j);
+    return r;
+}
+
 int st_push(struct vd_store *st, const char *vol, const char *kind, const char *name,
             uint64_t new_size);
 int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct vd_chain *c);
@@ -163,13 +181,7 @@ int st_push(struct vd_store *st, const char *vol, const char *kind, const char *
     }
     if ((r = st_hold_layer(st, top, vol, &held)) < 0)
         goto abort;
-    if ((r = st_new_uuid(n)) < 0)
-        goto abort;
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "op", "push", "vol", vol, "top", top,
-                          "new", n);
-    r = jnl_add(txn, st, j, id);
-    json_decref(j);
-    if (r < 0)
+    if ((r = plan_push(txn, st, vol, top, n, id)) < 0)
         goto abort;
     if ((r = cat_commit(txn)) < 0)
         goto out;
@@ -281,13 +293,7 @@ int st_push_open(struct vd_store *st, const char *vol, const char *snap, struct 
         r = vdi_err(-EEXIST, "volume '%s' already has a snapshot named '%s'", vol, snap);
         goto abort;
     }
-    if ((r = st_new_uuid(n)) < 0)
-        goto abort;
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s}", "op", "push", "vol", vol, "top", top,
-                          "new", n);
-    r = jnl_add(txn, st, j, id);
-    json_decref(j);
-    if (r < 0)
+    if ((r = plan_push(txn, st, vol, top, n, id)) < 0)
         goto abort;
     if ((r = cat_commit(txn)) < 0)
         goto out;
