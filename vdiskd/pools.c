@@ -103,6 +103,11 @@ bool pools_hidden_locked(struct vdiskd *d, const char *name)
         return false;
     memcpy(base, name, bl);
     base[bl] = '\0';
+    /* Clones are named POOL.NNNN: other names need no catalog lookup (this
+     * runs for every export opened and every volume listed). */
+    const char *dot = strrchr(base, '.');
+    if (!dot || !dot[1] || strspn(dot + 1, "0123456789") != strlen(dot + 1))
+        return false;
     return vd_pool_of_volume(d->store, base, pool) == 0;
 }
 
