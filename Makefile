@@ -17,6 +17,7 @@
 #
 # Sources are found by wildcard: adding a .c file needs no edit here.
 #   libvdisk/src/*.c          -> build/lib/libvdisk.a, build/lib/libvdisk.so
+#   formats/src/*.c           -> build/lib/libformats.a (image formats)
 #   vdisk-cli/*.c             -> build/bin/vdisk
 #   tests/{unit,model,crash}/test-NAME.c -> build/tests/test-NAME
 #                                (the folder's other .c files are shared helpers)
@@ -59,7 +60,9 @@ LMDB_LIBS     := $(shell $(PKG_CONFIG) --libs lmdb 2>/dev/null || echo -llmdb)
 JANSSON_CFLAGS := $(shell $(PKG_CONFIG) --cflags jansson 2>/dev/null)
 JANSSON_LIBS  := $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null || echo -ljansson)
 
-LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS) $(LMDB_LIBS) $(JANSSON_LIBS)
+ZLIB_LIBS     := $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
+
+LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS) $(LMDB_LIBS) $(JANSSON_LIBS) $(ZLIB_LIBS)
 
 # ---------------------------------------------------------------------------
 # Flags.  CFLAGS and LDFLAGS are the user's to override; the rest is not.
@@ -76,7 +79,7 @@ SANITIZE = -fsanitize=thread
 endif
 
 WARN      = -Wall -Wextra -Werror
-INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src -Inbd-server/include
+INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src -Inbd-server/include -Iformats/include
 VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS) \
             $(CFLAGS) $(SANITIZE) -MMD -MP
 VD_LDFLAGS = $(LDFLAGS) $(SANITIZE)
@@ -108,6 +111,11 @@ LIB_SO_REAL = $(BUILD)/lib/libvdisk.so.$(VERSION)
 # What programs link against: nothing until the library has a source file.
 LIB_DEP  = $(if $(LIB_SRCS),$(LIB_A))
 
+# Image format drivers (raw, vdk, qcow2, VMDK); they use libvdisk.
+FMT_SRCS = $(wildcard formats/src/*.c)
+FMT_A    = $(BUILD)/lib/libformats.a
+FMT_DEP  = $(if $(FMT_SRCS),$(FMT_A))
+
 CLI_SRCS = $(wildcard vdisk-cli/*.c)
 CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
 
@@ -127,7 +135,7 @@ progs   = $(patsubst $(1)/%.c,$(3)/%,$(call mains,$(1),$(2)))
 
 define programs
 $(call progs,$(1),$(2),$(3)): $(3)/%: $(OBJ)/$(1)/%.o \
-		$(call objs,$(call helpers,$(1),$(2))) $(NBDS_DEP) $(LIB_DEP)
+		$(call objs,$(call helpers,$(1),$(2))) $(NBDS_DEP) $(FMT_DEP) $(LIB_DEP)
 	@mkdir -p $$(@D)
 	$$(call quiet,LINK,$$@)$$(CC) $$(VD_LDFLAGS) -o $$@ $$^ $(4) $$(LIB_LIBS)
 endef
@@ -138,6 +146,7 @@ BENCH_BINS = $(call progs,tests/bench,,$(BUILD)/bench)
 FUZZ_BINS  = $(call progs,tests/fuzz,fuzz-,$(BUILD)/fuzz)
 FUZZ_LIB_A = $(FUZZ_OBJ)/libvdisk.a
 FUZZ_NBDS_A = $(FUZZ_OBJ)/libnbds.a
+FUZZ_FMT_A = $(FUZZ_OBJ)/libformats.a
 
 # Test programs of the three folders share build/tests/: names must differ.
 DUP_TESTS = $(sort $(foreach t,$(TEST_BINS),$(if $(filter-out 1,$(words $(filter $(t),$(TEST_BINS)))),$(t))))
@@ -145,9 +154,9 @@ ifneq ($(DUP_TESTS),)
 $(error test programs with the same name in two of $(TEST_DIRS): $(DUP_TESTS))
 endif
 
-ALL_SRCS = $(LIB_SRCS) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
+ALL_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
            $(foreach d,$(TEST_DIRS) tests/bench,$(wildcard $(d)/*.c))
-FUZZ_SRCS = $(LIB_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
+FUZZ_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 
 # ---------------------------------------------------------------------------
 # Targets
@@ -157,7 +166,7 @@ FUZZ_SRCS = $(LIB_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 
 all: lib cli daemon tests benchmarks
 
-lib: $(if $(LIB_SRCS),$(LIB_A) $(LIB_SO))
+lib: $(if $(LIB_SRCS),$(LIB_A) $(LIB_SO)) $(FMT_DEP)
 cli: $(CLI_BIN)
 daemon: $(VDISKD_BIN)
 tests: $(TEST_BINS)
@@ -220,7 +229,12 @@ $(LIB_SO): $(LIB_SO_REAL)
 	@ln -sf libvdisk.so.$(VERSION) $(BUILD)/lib/libvdisk.so.$(SOVERSION)
 	@ln -sf libvdisk.so.$(SOVERSION) $@
 
-$(BUILD)/bin/vdisk: $(call objs,$(CLI_SRCS)) $(LIB_DEP)
+$(FMT_A): $(call objs,$(FMT_SRCS))
+	@mkdir -p $(@D)
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
+$(BUILD)/bin/vdisk: $(call objs,$(CLI_SRCS)) $(FMT_DEP) $(LIB_DEP)
 	@mkdir -p $(@D)
 	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
 
@@ -246,13 +260,18 @@ $(FUZZ_LIB_A): $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(LIB_SRCS))
 	@rm -f $@
 	$(call quiet,AR,$@)$(AR) rcs $@ $^
 
+$(FUZZ_FMT_A): $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(FMT_SRCS))
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
 $(FUZZ_NBDS_A): $(patsubst %.c,$(FUZZ_OBJ)/%.o,$(NBDS_SRCS))
 	@rm -f $@
 	$(call quiet,AR,$@)$(AR) rcs $@ $^
 
 $(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o \
 		$(patsubst %.c,$(FUZZ_OBJ)/%.o,$(call helpers,tests/fuzz,fuzz-)) \
-		$(if $(NBDS_SRCS),$(FUZZ_NBDS_A)) $(if $(LIB_SRCS),$(FUZZ_LIB_A))
+		$(if $(NBDS_SRCS),$(FUZZ_NBDS_A)) $(if $(FMT_SRCS),$(FUZZ_FMT_A)) \
+		$(if $(LIB_SRCS),$(FUZZ_LIB_A))
 	@mkdir -p $(@D)
 	$(call quiet,LINK,$@)$(CLANG) $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $^ $(LIB_LIBS)
 

@@ -5,11 +5,15 @@ set -eu
 
 # build: compiler, pkg-config, and the base libraries
 PKGS="gcc make pkg-config libaio-dev libssl-dev liblmdb-dev libjansson-dev libcmocka-dev"
+# zlib: qcow2 compressed clusters and VMDK streamOptimized grains (formats/)
+PKGS="$PKGS zlib1g-dev"
 # sanitizers and libFuzzer (clang's runtime); llvm brings llvm-symbolizer,
 # without which sanitizer and fuzzer reports show bare addresses
 PKGS="$PKGS clang libclang-rt-14-dev llvm"
 # real clients the tests drive: qemu-img/qemu-io, cmp
 PKGS="$PKGS qemu-utils diffutils"
+# qemu-system-x86: the format tests boot images vdisk wrote (TCG, no KVM)
+PKGS="$PKGS qemu-system-x86"
 # NBD clients and peers for the daemon's tests and benchmarks: nbdinfo,
 # nbdcopy, nbdsh (libnbd), nbdkit, fio
 PKGS="$PKGS libnbd-bin python3-libnbd nbdkit fio"
