@@ -20,6 +20,7 @@
 #include <stdint.h>
 #include <stdio.h>
 
+#include "formats.h"
 #include "vdisk.h"
 
 #ifndef VDISK_VERSION
@@ -89,9 +90,12 @@ int cli_group(const char *group, void (*usage)(FILE *), const struct cli_cmd *cm
 
 /* "vdisk: <what>: <message>" on stderr.  cli_err_lib uses vd_errmsg() when
  * the library set one, else strerror(-err); call it right after the
- * failing library call. */
+ * failing library call.  cli_err_fmt is the same for formats/
+ * (fmt_errmsg()). */
 void cli_err(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void cli_err_errno(int err, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+void cli_err_fmt(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 void cli_err_lib(int err, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -161,84 +165,100 @@ void json_put_string(FILE *f, const char *s);
 /* Writes "key": with the key escaped. */
 void json_put_key(FILE *f, const char *key);
 
-/* ---- source.c: reading an image, raw or vdk, through one interface ---- */
-
-enum img_format { FMT_AUTO, FMT_RAW, FMT_VDK };
+/* ---- source.c: reading an image of any format through formats/ ---- */
 
 /* The first 8 bytes of every vdk layer file. */
 #define VDK_MAGIC "VDISKLYR"
 #define VDK_MAGIC_LEN 8
 
-/* Parses "raw" or "vdk"; returns 0 or -EINVAL. */
-int img_parse_format(const char *s, enum img_format *out);
-const char *img_format_name(enum img_format fmt);
-/* Detects the format of the file at path by its magic: 0 and *out set,
- * or a negative errno (an error message has been printed). */
-int img_detect_format(const char *path, enum img_format *out);
+/* Checks a format name the user gave ("raw", "vdk", "qcow2", "vmdk"):
+ * 0 and *out set to formats/'s own string, or -EINVAL. */
+int img_parse_format(const char *s, const char **out);
 
-struct img_src {
-    enum img_format fmt;
-    const char *path;
-    uint64_t size;          /* virtual size, a multiple of 512 */
-    /* raw */
-    int fd;
-    uint64_t file_size;     /* bytes in the file; size may be rounded up */
-    bool seek_data;         /* SEEK_DATA/SEEK_HOLE work on this file */
-    /* vdk */
-    struct vd_chain *chain;
+/* How to open an input image: its format (NULL: probe), and the backing
+ * file the user names for it (an image that names one is refused
+ * without). */
+struct img_in {
+    const char *format;
+    const char *backing;
+    const char *backing_format;
 };
 
-/* Opens path read-only as fmt (FMT_AUTO: detect).  Returns 0, or a
- * negative errno after printing an error. */
-int img_src_open(struct img_src *src, const char *path, enum img_format fmt);
+struct img_src {
+    struct fmt_image *img;
+    const char *path;       /* for messages */
+    uint64_t size;          /* virtual size, a multiple of 512 */
+    struct vd_chain *chain; /* vdk: read with libvdisk's asynchronous I/O */
+};
+
+/* Opens path read-only (in may be NULL: probe, no backing).  Returns 0,
+ * or a negative errno after printing an error. */
+int img_src_open(struct img_src *src, const char *path, const struct img_in *in);
 /* Closes what img_src_open opened.  Safe on a zeroed or closed source. */
 void img_src_close(struct img_src *src);
 
-/* Describes [off, off + len): sets *pnum to the length (> 0, <= len, a
- * multiple of 512) of the run at off that either surely reads as zeroes
- * (*zero = true) or may hold data (*zero = false).  off and len must be
- * multiples of 512 and inside the image.  Returns 0 or a negative errno
+/* Describes [off, off + len) as fmt_status does, through the backing file:
+ * FMT_DATA may hold data, the other kinds read as zeroes (FMT_UNALLOC: the
+ * source's own layers hold nothing there).  Returns 0 or a negative errno
  * after printing an error. */
 int img_src_status(struct img_src *src, uint64_t off, uint64_t len,
-                   uint64_t *pnum, bool *zero);
+                   uint64_t *pnum, enum fmt_kind *kind);
 
-/* Reads len bytes at off (multiples of 512, inside the image); the part of
- * a raw image past the end of its file reads as zeroes.  Returns 0 or a
- * negative errno after printing an error. */
+/* Reads len bytes at off (multiples of 512, inside the image).  Returns 0
+ * or a negative errno after printing an error. */
 int img_src_read(struct img_src *src, void *buf, uint64_t off, size_t len);
 
-/* Makes src read the open chain (which it then owns: img_src_close closes
- * it); name is used in messages. */
-void img_src_use_chain(struct img_src *src, struct vd_chain *chain,
-                       const char *name);
+/* Makes src read the open chain, which it then owns (img_src_close closes
+ * it; on failure it is closed already); name is used in messages.
+ * own_depth as in fmt_open_chain. */
+int img_src_use_chain(struct img_src *src, struct vd_chain *chain,
+                      const char *name, unsigned own_depth);
+
+/* ---- img-opts.c: options of the commands that read and write images ---- */
+
+/* getopt codes of the long options img_opt handles. */
+enum {
+    OPT_BLOCK_SIZE = 0x6900,
+    OPT_DIGEST,
+    OPT_BACKING,
+    OPT_BACKING_FORMAT,
+};
+#define IMG_IN_OPTIONS \
+    { "backing", required_argument, NULL, OPT_BACKING }, \
+    { "backing-format", required_argument, NULL, OPT_BACKING_FORMAT }
+#define IMG_VDK_OPTIONS \
+    { "block-size", required_argument, NULL, OPT_BLOCK_SIZE }, \
+    { "digest", required_argument, NULL, OPT_DIGEST }
+
+struct img_opts {
+    struct img_in in;           /* -f, --backing, --backing-format */
+    const char *out_format;     /* -O */
+    struct fmt_create_opts co;  /* -o, --block-size, --digest */
+    bool vdk_opts;              /* --block-size or --digest given */
+};
+
+/* Handles option ch of cmd if it is one of these (-f, -O, -o and the long
+ * options above): 1 if handled, 0 if not one of them, -1 after a usage
+ * error was printed (return EXIT_USAGE then). */
+int img_opt(const char *cmd, int ch, char *arg, struct img_opts *io);
+/* Checks the options fit together and the output format: 0, or -1 after
+ * a usage error. */
+int img_opts_check(const char *cmd, const struct img_opts *io);
 
 /* ---- copy.c: the sparse copy pipeline ---- */
 
-/* Where a copy goes: a raw file (fd) or a vdk chain (a new layer file, or
- * a store volume opened for writing). */
-struct copy_out {
-    enum img_format fmt;
-    const char *path;       /* for messages; the file to remove on failure */
-    int fd;                 /* FMT_RAW */
-    struct vd_chain *chain; /* FMT_VDK; closed by copy_out_close */
-    bool created;           /* we created path: copy_out_discard removes it */
-};
+/* fmt_create, fmt_create_chain and fmt_close, with the error printed. */
+int copy_out_create(const char *path, const char *format,
+                    const struct fmt_create_opts *o, struct fmt_image **out);
+int copy_out_chain(struct vd_chain *chain, const char *name, struct fmt_image **out);
+int copy_out_close(struct fmt_image *out);
 
-void copy_out_init(struct copy_out *o, enum img_format fmt, const char *path);
-/* Creates (or truncates) the raw file o->path with the given size. */
-int copy_out_open_raw(struct copy_out *o, uint64_t size);
-/* Creates the vdk layer o->path (which must not exist) and opens it. */
-int copy_out_open_vdk(struct copy_out *o, const struct vd_create_opts *co);
-/* Makes the output durable and closes it: 0 or a negative errno (printed). */
-int copy_out_close(struct copy_out *o);
-/* Closes the output after a failure and removes the file if we made it. */
-void copy_out_discard(struct copy_out *o);
-
-/* Copies src into out, which must read as zeroes everywhere and be at
- * least as large: only data is read and only granules that are not zero
- * are written.  -p style progress when progress is set.  Returns 0 or a
- * negative errno after printing an error. */
-int copy_image(struct img_src *src, struct copy_out *out, bool progress);
+/* Copies src into out, a new image at least as large: only data is read
+ * and only granules that are not zero are written (an overlay gets the
+ * source's own runs whole).  -p style progress when progress is set.
+ * Returns 0 or a negative errno after printing an error; out is still
+ * open either way (copy_out_close or fmt_discard it). */
+int copy_image(struct img_src *src, struct fmt_image *out, bool progress);
 
 /* ---- img-map.c ---- */
 
@@ -341,7 +361,7 @@ int cli_parse_tpl_version(const char *s, char *tpl, size_t tpl_len,
  * copies file's data into it; on failure removes the volume.  co gives the
  * block size and digest (may be NULL).  Returns 0 or a negative errno
  * after printing an error. */
-int import_volume(struct vd_store *st, const char *file, enum img_format fmt,
+int import_volume(struct vd_store *st, const char *file, const struct img_in *in,
                   const char *name, const struct vd_create_opts *co,
                   bool progress);
 

@@ -1,19 +1,24 @@
 /*
  * copy.c - the sparse copy pipeline shared by "img convert", "import" and
- * "export": an image (struct img_src) into a raw file or a vdk chain.
+ * "export": an image (struct img_src) into a new image of any format
+ * (struct fmt_image: a file made by fmt_create, or a store volume).
  *
- * Only runs that may hold data are read (SEEK_DATA/SEEK_HOLE for raw,
- * vd_block_status for vdk), and of what is read only 4 KiB granules that
- * are not all zeroes are written: the destination must read as zeroes
- * wherever nothing is written (a fresh raw file truncated to the size, a
- * fresh vdk layer, a fresh volume).
+ * Only runs that may hold data are read (the source's block status), and
+ * of what is read only 4 KiB granules that are not all zeroes are written:
+ * the destination must read as zeroes wherever nothing is written (a new
+ * image, a new volume).  An overlay (a qcow2 image naming a backing file)
+ * is the exception: what is not written there reads from the backing
+ * file, so the source's own runs are copied whole, in the overlay's
+ * clusters, and its unallocated runs are left out.
  *
  * The copy is a pipeline of COPY_SLOTS buffers.  Each slot goes
  * FREE -> READING -> READ_DONE -> WRITING -> FREE.  vdk reads and writes
- * are asynchronous, raw ones are done on the spot (the page cache absorbs
- * them).  Callbacks only change slot states; new requests are submitted
- * from the main loop, never from a callback, so that the loop may wait in
- * vd_ctx_poll whenever it likes.
+ * are asynchronous (libvdisk's), the other formats' are done on the spot
+ * (the page cache absorbs them).  Slots are written in the order of their
+ * offsets, which stream formats (VMDK streamOptimized) need.  Callbacks
+ * only change slot states; new requests are submitted from the main loop,
+ * never from a callback, so that the loop may wait in vd_ctx_poll
+ * whenever it likes.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -39,15 +44,21 @@ struct slot {
     enum slot_state state;
     uint64_t off;
     size_t len;
+    uint64_t seq;         /* order of the read: slots are written in it */
     unsigned pending;     /* writes in flight (+1 while submitting) */
 };
 
 struct copy {
     struct img_src *src;
-    struct copy_out *out;
+    struct fmt_image *out;
+    const char *out_path;
+    struct vd_chain *out_chain;   /* vdk destinations: asynchronous writes */
+    uint32_t align;       /* > 512: an overlay, written in whole units */
+    size_t buf_size;      /* chunks end on multiples of it */
     struct vd_ctx *ctx;
     struct slot slots[COPY_SLOTS];
     unsigned next_slot;
+    uint64_t next_read, next_write;   /* sequence numbers */
     int err;              /* first failure; the message is printed */
     struct cli_progress prog;
 };
@@ -56,100 +67,34 @@ struct copy {
 /* The destination                                                     */
 /* ------------------------------------------------------------------ */
 
-void copy_out_init(struct copy_out *o, enum img_format fmt, const char *path)
+int copy_out_create(const char *path, const char *format,
+                    const struct fmt_create_opts *o, struct fmt_image **out)
 {
-    memset(o, 0, sizeof(*o));
-    o->fmt = fmt;
-    o->path = path;
-    o->fd = -1;
-}
+    int ret = fmt_create(path, format, o, out);
 
-int copy_out_open_raw(struct copy_out *o, uint64_t size)
-{
-    int err;
-
-    o->fd = open(o->path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
-    if (o->fd >= 0) {
-        o->created = true;
-    } else if (errno == EEXIST) {
-        o->fd = open(o->path, O_WRONLY | O_TRUNC | O_CLOEXEC);
-    }
-    if (o->fd < 0) {
-        err = errno;
-        cli_err_errno(err, "%s", o->path);
-        return -err;
-    }
-    if (ftruncate(o->fd, (off_t)size) < 0) {
-        err = errno;
-        cli_err_errno(err, "%s: cannot set the size", o->path);
-        return -err;
-    }
-    return 0;
-}
-
-int copy_out_open_vdk(struct copy_out *o, const struct vd_create_opts *co)
-{
-    struct vd_open_opts oo = { .flags = VD_OPEN_RDWR };
-    struct vd_ctx *ctx = cli_ctx();
-    int ret;
-
-    if (!ctx)
-        return -ENOMEM;
-    ret = vd_layer_create(o->path, co, NULL);
-    if (ret < 0) {
-        cli_err_lib(ret, "%s", o->path);
-        return ret;
-    }
-    o->created = true;
-    ret = vd_chain_open(ctx, o->path, &oo, &o->chain);
-    if (ret < 0) {
-        o->chain = NULL;
-        cli_err_lib(ret, "%s", o->path);
-    }
+    if (ret < 0)
+        cli_err_fmt(ret, "%s", path);
     return ret;
 }
 
-int copy_out_close(struct copy_out *o)
+int copy_out_chain(struct vd_chain *chain, const char *name, struct fmt_image **out)
 {
-    int ret = 0, err;
+    int ret = fmt_create_chain(chain, name, out);
 
-    if (o->chain) {
-        ret = vd_chain_close(o->chain);
-        o->chain = NULL;
-        if (ret < 0)
-            cli_err_lib(ret, "%s: close", o->path);
-    }
-    if (o->fd >= 0) {
-        if (fsync(o->fd) < 0 && ret == 0) {
-            err = errno;
-            /* Character devices and pipes cannot be synced; that is fine. */
-            if (err != EINVAL && err != EROFS) {
-                cli_err_errno(err, "%s: fsync", o->path);
-                ret = -err;
-            }
-        }
-        if (close(o->fd) < 0 && ret == 0) {
-            err = errno;
-            cli_err_errno(err, "%s: close", o->path);
-            ret = -err;
-        }
-        o->fd = -1;
-    }
+    if (ret < 0)
+        cli_err_fmt(ret, "%s", name);
     return ret;
 }
 
-void copy_out_discard(struct copy_out *o)
+int copy_out_close(struct fmt_image *out)
 {
-    /* Its errors do not matter: the copy failed and said why already. */
-    if (o->chain)
-        vd_chain_close(o->chain);
-    o->chain = NULL;
-    if (o->fd >= 0)
-        close(o->fd);
-    o->fd = -1;
-    if (o->created && unlink(o->path) < 0)
-        cli_err_errno(errno, "%s: cannot remove the incomplete output", o->path);
-    o->created = false;
+    char *path = strdup(fmt_path(out));
+    int ret = fmt_close(out);
+
+    if (ret < 0)
+        cli_err_fmt(ret, "%s: close", path ? path : "output");
+    free(path);
+    return ret;
 }
 
 /* ------------------------------------------------------------------ */
@@ -188,7 +133,7 @@ static void write_done(void *opaque, int result)
     struct slot *s = opaque;
 
     if (result < 0)
-        fail_async(s->c, result, s->c->out->path, "write", s->off);
+        fail_async(s->c, result, s->c->out_path, "write", s->off);
     slot_put(s);
 }
 
@@ -207,24 +152,14 @@ static int copy_poll(struct copy *c)
     return 0;
 }
 
-static int raw_pwrite(struct copy *c, const char *buf, uint64_t off, size_t len)
+/* Waits until fewer than MAX_INFLIGHT of our requests are in flight. */
+static int throttle(struct copy *c)
 {
-    size_t done = 0;
+    while (vd_ctx_inflight(c->ctx) >= MAX_INFLIGHT) {
+        int ret = copy_poll(c);
 
-    while (done < len) {
-        ssize_t n = pwrite(c->out->fd, buf + done, len - done,
-                           (off_t)(off + done));
-
-        if (n < 0) {
-            int err = errno;
-
-            if (err == EINTR)
-                continue;
-            cli_err_errno(err, "%s: write at offset %llu", c->out->path,
-                          (unsigned long long)(off + done));
-            return -err;
-        }
-        done += (size_t)n;
+        if (ret < 0)
+            return ret;
     }
     return 0;
 }
@@ -234,16 +169,18 @@ static int write_run(struct copy *c, struct slot *s, uint64_t off, size_t len)
     const char *p = (const char *)s->buf + (off - s->off);
     int ret;
 
-    if (c->out->fmt == FMT_RAW)
-        return raw_pwrite(c, p, off, len);
-
-    while (vd_ctx_inflight(c->ctx) >= MAX_INFLIGHT) {
-        ret = copy_poll(c);
+    if (!c->out_chain) {
+        ret = fmt_write(c->out, p, off, len);
         if (ret < 0)
-            return ret;
+            cli_err_fmt(ret, "%s: write at offset %llu", c->out_path,
+                        (unsigned long long)off);
+        return ret;
     }
+    ret = throttle(c);
+    if (ret < 0)
+        return ret;
     for (;;) {
-        ret = vd_aio_write(c->out->chain, p, off, len, 0, write_done, s);
+        ret = vd_aio_write(c->out_chain, p, off, len, 0, write_done, s);
         if (ret == -EAGAIN && vd_ctx_inflight(c->ctx) > 0) {
             ret = copy_poll(c);     /* the queue is full: let some finish */
             if (ret < 0)
@@ -253,12 +190,27 @@ static int write_run(struct copy *c, struct slot *s, uint64_t off, size_t len)
         break;
     }
     if (ret < 0) {
-        cli_err_lib(ret, "%s: write at offset %llu", c->out->path,
+        cli_err_lib(ret, "%s: write at offset %llu", c->out_path,
                     (unsigned long long)off);
         return ret;
     }
     s->pending++;
     return 0;
+}
+
+/* An overlay's chunk, whole: data, or zero clusters if it is all zeroes
+ * (over a backing file, zeroes must be written, not left out). */
+static int write_whole(struct copy *c, struct slot *s)
+{
+    int ret;
+
+    if (!cli_is_zero(s->buf, s->len))
+        return write_run(c, s, s->off, s->len);
+    ret = fmt_write_zeroes(c->out, s->off, s->len);
+    if (ret < 0)
+        cli_err_fmt(ret, "%s: zeroes at offset %llu", c->out_path,
+                    (unsigned long long)s->off);
+    return ret;
 }
 
 /* Writes the granules of a read slot that are not all zeroes. */
@@ -270,6 +222,11 @@ static int write_slot(struct copy *c, struct slot *s)
 
     s->state = SLOT_WRITING;
     s->pending = 1;                 /* held until every run is submitted */
+    c->next_write++;
+    if (c->align > FMT_SECTOR) {
+        ret = write_whole(c, s);
+        goto out;
+    }
     while (pos < end) {
         uint64_t g_end = MIN(ALIGN_DOWN(pos, ZERO_GRAIN) + ZERO_GRAIN, end);
         bool zero = cli_is_zero((const char *)s->buf + (pos - s->off),
@@ -299,18 +256,17 @@ static int start_read(struct copy *c, struct slot *s, uint64_t off, size_t len)
 
     s->off = off;
     s->len = len;
-    if (c->src->fmt != FMT_VDK) {
+    s->seq = c->next_read++;
+    if (!c->src->chain) {
         ret = img_src_read(c->src, s->buf, off, len);
         if (ret < 0)
             return ret;
         s->state = SLOT_READ_DONE;
         return 0;
     }
-    while (vd_ctx_inflight(c->ctx) >= MAX_INFLIGHT) {
-        ret = copy_poll(c);
-        if (ret < 0)
-            return ret;
-    }
+    ret = throttle(c);
+    if (ret < 0)
+        return ret;
     s->state = SLOT_READING;
     ret = vd_aio_read(c->src->chain, s->buf, off, len, read_done, s);
     if (ret < 0) {
@@ -334,12 +290,51 @@ static struct slot *free_slot(struct copy *c)
     return NULL;
 }
 
+/* The slot whose turn it is to be written, if its read is done. */
+static struct slot *next_to_write(struct copy *c)
+{
+    for (unsigned i = 0; i < COPY_SLOTS; i++)
+        if (c->slots[i].state == SLOT_READ_DONE && c->slots[i].seq == c->next_write)
+            return &c->slots[i];
+    return NULL;
+}
+
 static bool slots_busy(const struct copy *c)
 {
     for (unsigned i = 0; i < COPY_SLOTS; i++)
         if (c->slots[i].state == SLOT_READING || c->slots[i].state == SLOT_WRITING)
             return true;
     return false;
+}
+
+/* Finds the next run to copy from off: sets *data_end past off, or moves
+ * off to the end.  An overlay copies what the source's own layers hold,
+ * zeroes included, in whole units; other copies skip what reads as
+ * zeroes. */
+static int next_run(struct copy *c, uint64_t *off, uint64_t *data_end)
+{
+    uint64_t size = c->src->size;
+
+    while (*off < size && *off >= *data_end) {
+        enum fmt_kind kind;
+        uint64_t n;
+        int ret = img_src_status(c->src, *off, size - *off, &n, &kind);
+
+        if (ret < 0)
+            return ret;
+        if (c->align > FMT_SECTOR ? kind == FMT_UNALLOC : kind != FMT_DATA) {
+            *off += n;
+        } else if (c->align > FMT_SECTOR) {
+            /* The previous run ended on a unit (or at the end): no unit is
+             * copied twice. */
+            *data_end = MIN(ALIGN_UP(*off + n, (uint64_t)c->align), size);
+            *off = ALIGN_DOWN(*off, (uint64_t)c->align);
+        } else {
+            *data_end = *off + n;
+        }
+        cli_progress_update(&c->prog, *off);
+    }
+    return 0;
 }
 
 /* The copy proper.  Returns 0 or a negative errno (message printed). */
@@ -352,39 +347,25 @@ static int run_copy(struct copy *c)
         struct slot *s;
         bool progressed = false;
 
-        /* Reads that finished become writes. */
-        for (unsigned i = 0; i < COPY_SLOTS && !c->err; i++) {
-            if (c->slots[i].state == SLOT_READ_DONE) {
-                ret = write_slot(c, &c->slots[i]);
-                if (ret < 0 && !c->err)
-                    c->err = ret;
-                progressed = true;
-            }
+        /* Reads that finished become writes, in order. */
+        while (!c->err && (s = next_to_write(c)) != NULL) {
+            ret = write_slot(c, s);
+            if (ret < 0 && !c->err)
+                c->err = ret;
+            progressed = true;
         }
         if (c->err)
             break;
 
         /* Start the next chunk of data, skipping runs that read as zero. */
-        while (off < size && off >= data_end) {
-            uint64_t n;
-            bool zero;
-
-            ret = img_src_status(c->src, off, size - off, &n, &zero);
-            if (ret < 0) {
-                c->err = ret;
-                break;
-            }
-            if (zero)
-                off += n;
-            else
-                data_end = off + n;
-            cli_progress_update(&c->prog, off);
-        }
-        if (c->err)
+        ret = next_run(c, &off, &data_end);
+        if (ret < 0) {
+            c->err = ret;
             break;
+        }
         if (off < size && (s = free_slot(c)) != NULL) {
-            /* Chunks end on COPY_BUF boundaries of the disk. */
-            uint64_t end = MIN(data_end, ALIGN_DOWN(off, COPY_BUF) + COPY_BUF);
+            /* Chunks end on buffer boundaries of the disk. */
+            uint64_t end = MIN(data_end, ALIGN_DOWN(off, c->buf_size) + c->buf_size);
 
             ret = start_read(c, s, off, (size_t)(end - off));
             if (ret < 0) {
@@ -397,7 +378,7 @@ static int run_copy(struct copy *c)
         }
         if (progressed)
             continue;
-        if (off >= size && !slots_busy(c))
+        if (off >= size && !slots_busy(c) && !next_to_write(c))
             break;
         if (copy_poll(c) < 0)
             break;
@@ -411,7 +392,7 @@ static int run_copy(struct copy *c)
     return c->err;
 }
 
-int copy_image(struct img_src *src, struct copy_out *out, bool progress)
+int copy_image(struct img_src *src, struct fmt_image *out, bool progress)
 {
     struct copy c = { .src = src, .out = out };
     int ret = -ENOMEM;
@@ -419,12 +400,16 @@ int copy_image(struct img_src *src, struct copy_out *out, bool progress)
     c.ctx = cli_ctx();
     if (!c.ctx)
         return -ENOMEM;
+    c.out_path = fmt_path(out);
+    c.out_chain = fmt_chain(out);
+    c.align = fmt_write_align(out);
+    c.buf_size = MAX((size_t)COPY_BUF, (size_t)c.align);
     for (unsigned i = 0; i < COPY_SLOTS; i++) {
         c.slots[i].c = &c;
         c.slots[i].state = SLOT_FREE;
     }
     for (unsigned i = 0; i < COPY_SLOTS; i++) {
-        c.slots[i].buf = cli_alloc_buf(COPY_BUF);
+        c.slots[i].buf = cli_alloc_buf(c.buf_size);
         if (!c.slots[i].buf)
             goto out;
     }

@@ -1,6 +1,6 @@
 /*
- * img-compare.c - "vdisk img compare": do two images (raw or vdk) read the
- * same?
+ * img-compare.c - "vdisk img compare": do two images (of any formats) read
+ * the same?
  *
  * As qemu-img compare: the images are compared over the larger size, the
  * part of the larger image past the end of the smaller one must read as
@@ -26,14 +26,14 @@ enum {
 
 static void usage(FILE *f)
 {
-    fputs("Usage: vdisk img compare [-f raw|vdk] [-F raw|vdk] [-p] A B\n"
+    fputs("Usage: vdisk img compare [-f FMT] [-F FMT] [-p] A B\n"
           "\n"
           "Compares the contents of the images A and B.  Images of different\n"
           "sizes are identical when the extra part of the larger reads as\n"
           "zeroes.\n"
           "\n"
-          "  -f FMT          format of A (default: detected)\n"
-          "  -F FMT          format of B (default: detected)\n"
+          "  -f FMT          format of A: raw, vdk, qcow2, vmdk (default: probed)\n"
+          "  -F FMT          format of B (default: probed)\n"
           "  -p, --progress  show progress on a terminal\n"
           "  -h, --help      show this help\n"
           "\n"
@@ -65,6 +65,17 @@ static size_t first_nonzero(const unsigned char *a, size_t len)
     return i;
 }
 
+/* img_src_status, with "reads as zeroes" for every kind but data. */
+static int zero_status(struct img_src *src, uint64_t off, uint64_t len,
+                       uint64_t *pnum, bool *zero)
+{
+    enum fmt_kind kind;
+    int ret = img_src_status(src, off, len, pnum, &kind);
+
+    *zero = kind != FMT_DATA;
+    return ret;
+}
+
 struct cmp {
     struct img_src a, b;
     unsigned char *buf_a, *buf_b;
@@ -81,8 +92,8 @@ static int compare_common(struct cmp *c, uint64_t end)
         uint64_t na, nb, n;
         bool za, zb;
 
-        if (img_src_status(&c->a, off, end - off, &na, &za) < 0 ||
-            img_src_status(&c->b, off, end - off, &nb, &zb) < 0)
+        if (zero_status(&c->a, off, end - off, &na, &za) < 0 ||
+            zero_status(&c->b, off, end - off, &nb, &zb) < 0)
             return CMP_ERROR;
         n = MIN(na, nb);
         if (za && zb) {
@@ -120,7 +131,7 @@ static int compare_tail(struct cmp *c, struct img_src *big, uint64_t off)
         uint64_t n;
         bool zero;
 
-        if (img_src_status(big, off, big->size - off, &n, &zero) < 0)
+        if (zero_status(big, off, big->size - off, &n, &zero) < 0)
             return CMP_ERROR;
         if (zero) {
             off += n;
@@ -151,8 +162,8 @@ int img_compare(int argc, char **argv)
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    struct cmp c = { .a = { .fd = -1 }, .b = { .fd = -1 } };
-    enum img_format fmt_a = FMT_AUTO, fmt_b = FMT_AUTO;
+    struct cmp c = { 0 };
+    struct img_in in_a = { 0 }, in_b = { 0 };
     bool progress = false;
     uint64_t common;
     int ch, rc = CMP_ERROR;
@@ -160,12 +171,14 @@ int img_compare(int argc, char **argv)
     while ((ch = getopt_long(argc, argv, "f:F:ph", opts, NULL)) != -1) {
         switch (ch) {
         case 'f':
-            if (img_parse_format(optarg, &fmt_a) < 0)
-                return cli_usage_error(CMD, "invalid format '%s' (raw or vdk)", optarg);
+            if (img_parse_format(optarg, &in_a.format) < 0)
+                return cli_usage_error(CMD, "invalid format '%s' (raw, vdk, qcow2 or "
+                                       "vmdk)", optarg);
             break;
         case 'F':
-            if (img_parse_format(optarg, &fmt_b) < 0)
-                return cli_usage_error(CMD, "invalid format '%s' (raw or vdk)", optarg);
+            if (img_parse_format(optarg, &in_b.format) < 0)
+                return cli_usage_error(CMD, "invalid format '%s' (raw, vdk, qcow2 or "
+                                       "vmdk)", optarg);
             break;
         case 'p':
             progress = true;
@@ -182,9 +195,9 @@ int img_compare(int argc, char **argv)
     if (argc - optind > 2)
         return cli_usage_error(CMD, "too many arguments");
 
-    if (img_src_open(&c.a, argv[optind], fmt_a) < 0)
+    if (img_src_open(&c.a, argv[optind], &in_a) < 0)
         return CMP_ERROR;
-    if (img_src_open(&c.b, argv[optind + 1], fmt_b) < 0)
+    if (img_src_open(&c.b, argv[optind + 1], &in_b) < 0)
         goto out;
     c.buf_a = cli_alloc_buf(CMP_BUF);
     c.buf_b = cli_alloc_buf(CMP_BUF);

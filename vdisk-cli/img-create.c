@@ -9,7 +9,7 @@
 
 #define CMD "img create"
 
-enum { OPT_BLOCK_SIZE = 256, OPT_DIGEST };
+/* OPT_BLOCK_SIZE and OPT_DIGEST: cli.h */
 
 static void usage(FILE *f)
 {

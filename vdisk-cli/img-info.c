@@ -1,5 +1,6 @@
 /*
- * img-info.c - "vdisk img info": a layer file and the chain below it.
+ * img-info.c - "vdisk img info": a layer file and the chain below it, or
+ * an image of another format (qcow2, VMDK, raw) as formats/ reads it.
  *
  * The chain is opened read-only.  When a parent cannot be found the top
  * layer's own header is still shown (vd_layer_info) and the broken chain
@@ -11,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "cli.h"
@@ -19,11 +21,14 @@
 
 static void usage(FILE *f)
 {
-    fputs("Usage: vdisk img info [--output human|json] FILE\n"
+    fputs("Usage: vdisk img info [-f FMT] [--output human|json] FILE\n"
           "\n"
           "Shows the virtual size, block size, digest, UUID, flags, space used\n"
-          "and the parent chain of the layer file FILE.\n"
+          "and the parent chain of the layer file FILE; for a qcow2, VMDK or raw\n"
+          "FILE, its virtual size, space used, the backing file it names (which\n"
+          "is not opened) and its format's details.\n"
           "\n"
+          "  -f FMT             format of FILE (default: probed by its magic)\n"
           "      --output FMT   human (default) or json\n"
           "  -h, --help         show this help\n", f);
 }
@@ -156,6 +161,78 @@ static void print_json(const struct info_view *v)
     fputs(v->n ? "\n    ]\n}\n" : "]\n}\n", stdout);
 }
 
+struct prop_printer {
+    enum cli_output output;
+};
+
+static void print_prop(void *opaque, const char *key, const char *value, bool numeric)
+{
+    struct prop_printer *p = opaque;
+
+    if (p->output != OUTPUT_JSON) {
+        printf("%s: %s\n", key, value);
+        return;
+    }
+    fputs(",\n    ", stdout);
+    json_put_key(stdout, key);
+    if (numeric || strcmp(value, "true") == 0 || strcmp(value, "false") == 0)
+        fputs(value, stdout);
+    else
+        json_put_string(stdout, value);
+}
+
+/* img info of an image that is not a vdk layer. */
+static int info_other(const char *file, const char *format, enum cli_output output)
+{
+    struct fmt_open_opts oo = { .format = format, .ctx = cli_ctx() };
+    struct prop_printer pp = { output };
+    struct fmt_image *img;
+    struct stat st;
+    uint64_t disk = 0;
+    const char *b;
+    int ret;
+
+    ret = fmt_open(file, &oo, &img);
+    if (ret < 0) {
+        cli_err_fmt(ret, "%s", file);
+        return EXIT_ERR;
+    }
+    if (stat(file, &st) == 0)
+        disk = (uint64_t)st.st_blocks * 512;
+    b = fmt_backing_name(img);
+    if (output == OUTPUT_JSON) {
+        fputs("{\n    \"filename\": ", stdout);
+        json_put_string(stdout, file);
+        fputs(",\n    \"format\": ", stdout);
+        json_put_string(stdout, fmt_format(img));
+        printf(",\n    \"virtual-size\": %llu,\n    \"actual-size\": %llu",
+               (unsigned long long)fmt_size(img), (unsigned long long)disk);
+        if (b) {
+            fputs(",\n    \"backing-filename\": ", stdout);
+            json_put_string(stdout, b);
+        }
+        if (fmt_backing_format(img)) {
+            fputs(",\n    \"backing-filename-format\": ", stdout);
+            json_put_string(stdout, fmt_backing_format(img));
+        }
+        fmt_info(img, print_prop, &pp);
+        fputs("\n}\n", stdout);
+    } else {
+        printf("image: %s\n", file);
+        printf("file format: %s\n", fmt_format(img));
+        print_bytes("virtual size", fmt_size(img));
+        print_bytes("disk size", disk);
+        if (b)
+            printf("backing file: %s (named in the image; vdisk opens it only "
+                   "when given --backing)\n", b);
+        if (fmt_backing_format(img))
+            printf("backing file format: %s\n", fmt_backing_format(img));
+        fmt_info(img, print_prop, &pp);
+    }
+    fmt_close(img);
+    return EXIT_OK;
+}
+
 int img_info(int argc, char **argv)
 {
     static const struct option opts[] = {
@@ -164,6 +241,7 @@ int img_info(int argc, char **argv)
         { NULL, 0, NULL, 0 },
     };
     enum cli_output output = OUTPUT_HUMAN;
+    const char *format = NULL;
     struct info_view view = { 0 };
     struct info_layer top_only;
     struct vd_open_opts oo = { 0 };
@@ -172,8 +250,13 @@ int img_info(int argc, char **argv)
     char chain_err[512];
     int c, ret, rc = EXIT_ERR;
 
-    while ((c = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "f:h", opts, NULL)) != -1) {
         switch (c) {
+        case 'f':
+            if (img_parse_format(optarg, &format) < 0)
+                return cli_usage_error(CMD, "invalid format '%s' (raw, vdk, qcow2 or "
+                                       "vmdk)", optarg);
+            break;
         case 'o':
             if (cli_parse_output(optarg, &output) < 0)
                 return cli_usage_error(CMD, "invalid output format '%s'", optarg);
@@ -194,6 +277,15 @@ int img_info(int argc, char **argv)
     ctx = cli_ctx();
     if (!ctx)
         return EXIT_ERR;
+    if (!format) {
+        ret = fmt_probe(view.file, &format);
+        if (ret < 0) {
+            cli_err_fmt(ret, "%s", view.file);
+            return EXIT_ERR;
+        }
+    }
+    if (strcmp(format, "vdk") != 0)
+        return info_other(view.file, format, output);
     ret = vd_chain_open(ctx, view.file, &oo, &chain);
     if (ret < 0) {
         int ret2;

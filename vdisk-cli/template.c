@@ -18,7 +18,7 @@
 
 #define GROUP "template"
 
-enum { OPT_FROM = 256, OPT_IMPORT, OPT_BLOCK_SIZE, OPT_DIGEST };
+enum { OPT_FROM = 256, OPT_IMPORT };
 
 /* ------------------------------------------------------------------ */
 /* create and update                                                   */
@@ -27,7 +27,8 @@ enum { OPT_FROM = 256, OPT_IMPORT, OPT_BLOCK_SIZE, OPT_DIGEST };
 static void create_usage(FILE *f)
 {
     fputs("Usage: vdisk template create TPL --from VOL\n"
-          "       vdisk template create TPL --import FILE [-f raw|vdk] [-p]\n"
+          "       vdisk template create TPL --import FILE [-f FMT] [-p]\n"
+          "                             [--backing F [--backing-format FMT]]\n"
           "                             [--block-size N] [--digest none|sha256]\n"
           "\n"
           "Makes the template TPL (version 1) from the present content of the\n"
@@ -35,7 +36,10 @@ static void create_usage(FILE *f)
           "\n"
           "      --from VOL       the volume to make it from\n"
           "      --import FILE    the image to make it from\n"
-          "  -f FMT               format of FILE: raw or vdk (default: detected)\n"
+          "  -f FMT               format of FILE: raw, vdk, qcow2 or vmdk (default:\n"
+          "                       probed by its magic)\n"
+          "      --backing F      the backing file FILE names (never opened unless\n"
+          "                       given here); --backing-format FMT its format\n"
           "  -p, --progress       show the import's progress on a terminal\n"
           "      --block-size N   block size for FILE's data (default 64K)\n"
           "      --digest ALG     per-block digests: none (default) or sha256\n"
@@ -77,7 +81,7 @@ static int name_taken(struct vd_store *st, const char *name)
 
 /* template create TPL --import FILE: through a temporary volume. */
 static int create_imported(struct vd_store *st, const char *tpl, const char *file,
-                           enum img_format fmt, const struct vd_create_opts *co,
+                           const struct img_in *in, const struct vd_create_opts *co,
                            bool progress)
 {
     char tmp[VD_NAME_MAX + 1];
@@ -115,7 +119,7 @@ static int create_imported(struct vd_store *st, const char *tpl, const char *fil
         }
     }
 
-    ret = import_volume(st, file, fmt, tmp, co, progress);
+    ret = import_volume(st, file, in, tmp, co, progress);
     if (ret < 0)
         return ret;
     ret = vd_template_create(st, tpl, tmp);
@@ -140,22 +144,33 @@ static int create_or_update(int argc, char **argv, bool update)
         { "from", required_argument, NULL, OPT_FROM },
         { "import", required_argument, NULL, OPT_IMPORT },
         { "progress", no_argument, NULL, 'p' },
-        { "block-size", required_argument, NULL, OPT_BLOCK_SIZE },
-        { "digest", required_argument, NULL, OPT_DIGEST },
+        IMG_IN_OPTIONS,
+        IMG_VDK_OPTIONS,
         CLI_STORE_OPTION,
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
     const char *cmd = update ? GROUP " update" : GROUP " create";
     struct vd_create_opts co = { 0 };
-    enum img_format fmt = FMT_AUTO;
+    struct img_opts io = { 0 };
     const char *from = NULL, *file = NULL, *tpl;
     bool progress = false, import_opts = false;
     struct vd_store *st;
-    uint64_t v;
-    int c, ret;
+    int c, r, ret;
 
     while ((c = getopt_long(argc, argv, update ? "h" : "f:ph", opts, NULL)) != -1) {
+        if (c != 'p' && c != 'h' && c != OPT_STORE && c != OPT_FROM &&
+            c != OPT_IMPORT && c != '?') {
+            if (update)
+                return cli_usage_error(cmd, "update takes --from VOL only");
+            r = img_opt(cmd, c, optarg, &io);
+            if (r < 0)
+                return EXIT_USAGE;
+            if (r > 0) {
+                import_opts = true;
+                continue;
+            }
+        }
         switch (c) {
         case OPT_FROM:
             from = optarg;
@@ -165,29 +180,8 @@ static int create_or_update(int argc, char **argv, bool update)
                 return cli_usage_error(cmd, "--import: update takes --from VOL");
             file = optarg;
             break;
-        case 'f':
-            if (img_parse_format(optarg, &fmt) < 0)
-                return cli_usage_error(cmd, "invalid format '%s' (raw or vdk)", optarg);
-            import_opts = true;
-            break;
         case 'p':
             progress = true;
-            break;
-        case OPT_BLOCK_SIZE:
-            if (update)
-                return cli_usage_error(cmd, "--block-size: update takes --from VOL");
-            if (cli_parse_size(optarg, &v) < 0 || v == 0 || v > UINT32_MAX)
-                return cli_usage_error(cmd, "invalid block size '%s'", optarg);
-            co.block_size = (uint32_t)v;
-            import_opts = true;
-            break;
-        case OPT_DIGEST:
-            if (update)
-                return cli_usage_error(cmd, "--digest: update takes --from VOL");
-            if (cli_parse_digest(optarg, &co.digest) < 0)
-                return cli_usage_error(cmd, "invalid digest '%s' (none or sha256)",
-                                       optarg);
-            import_opts = true;
             break;
         case OPT_STORE:
             cli_set_store(optarg);
@@ -209,13 +203,18 @@ static int create_or_update(int argc, char **argv, bool update)
     if (from && file)
         return cli_usage_error(cmd, "--from and --import exclude each other");
     if (import_opts && !file)
-        return cli_usage_error(cmd, "-f, --block-size and --digest need --import");
+        return cli_usage_error(cmd, "-f, --backing, --block-size and --digest need "
+                               "--import");
+    if (img_opts_check(cmd, &io) < 0)
+        return EXIT_USAGE;
+    co.block_size = io.co.block_size;
+    co.digest = (enum vd_digest)io.co.digest;
     tpl = argv[optind];
 
     if (cli_store_open(file ? VD_STORE_CREATE : 0, &st) < 0)
         return EXIT_ERR;
     if (file) {
-        ret = create_imported(st, tpl, file, fmt, &co, progress);
+        ret = create_imported(st, tpl, file, &io.in, &co, progress);
     } else {
         ret = update ? vd_template_update(st, tpl, from)
                      : vd_template_create(st, tpl, from);

@@ -59,17 +59,35 @@ const char *cli_msg_after(const char *what, const char *msg)
     return msg;
 }
 
+static void err_with(const char *msg, const char *fmt, va_list ap)
+{
+    char what[1024];
+
+    vsnprintf(what, sizeof(what), fmt, ap);
+    fprintf(stderr, "vdisk: %s: %s\n", what, cli_msg_after(what, msg));
+}
+
 void cli_err_lib(int err, const char *fmt, ...)
 {
     /* Read the message before anything else can touch it. */
     const char *msg = cli_lib_msg(err);
-    char what[1024];
     va_list ap;
 
     va_start(ap, fmt);
-    vsnprintf(what, sizeof(what), fmt, ap);
+    err_with(msg, fmt, ap);
     va_end(ap);
-    fprintf(stderr, "vdisk: %s: %s\n", what, cli_msg_after(what, msg));
+}
+
+void cli_err_fmt(int err, const char *fmt, ...)
+{
+    const char *msg = fmt_errmsg();
+    va_list ap;
+
+    if (!msg || !*msg)
+        msg = strerror(err < 0 ? -err : err);
+    va_start(ap, fmt);
+    err_with(msg, fmt, ap);
+    va_end(ap);
 }
 
 int cli_usage_error(const char *cmd, const char *fmt, ...)

@@ -11,7 +11,7 @@
 
 #include "cli.h"
 
-enum { OPT_BLOCK_SIZE = 256, OPT_DIGEST };
+/* OPT_BLOCK_SIZE and OPT_DIGEST: cli.h */
 
 static void create_usage(FILE *f)
 {

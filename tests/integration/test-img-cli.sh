@@ -222,7 +222,7 @@ run_suite() {
     expect_usage "$V" img create x.vdk 12Q
     expect_usage "$V" img create --digest md5 x.vdk 1M
     expect_usage "$V" img create --block-size lots x.vdk 1M
-    expect_usage "$V" img convert -O qcow2 a b
+    expect_usage "$V" img convert -O qed a b
     expect_usage "$V" img convert a b
     expect_usage "$V" img convert -O raw a
     expect_usage "$V" img convert -O raw --digest sha256 a b
@@ -426,8 +426,10 @@ run_suite() {
     expect 2 "$V" img check --verify --output json pat.vdk
     [ "$(json 'd["digest-mismatches"]')" -ge 1 ] || fail "no digest mismatch reported"
 
-    # -- check on things that are not layers
-    expect_err 1 "$V" img info known.raw
+    # -- info of a raw image (formats/), check on things that are not layers
+    expect 0 "$V" img info known.raw
+    grep -q "^file format: raw$" "$W/out" || fail "img info of a raw file: no format"
+    expect_err 1 "$V" img info -f vdk known.raw
     run "$V" img check known.raw
     [ "$rc" = 1 ] || [ "$rc" = 2 ] || { echo "FAIL: check of a raw file: $rc"; show; exit 1; }
 
