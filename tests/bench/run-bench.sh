@@ -34,6 +34,10 @@
 #      commit and while snapshot-commit of s1 runs (control socket); the
 #      ratio during/without (goal: at least 0.7), the commit's time, rate
 #      and pause.
+#   8. image conversion (tests/bench/bench-convert.sh): vdisk img convert
+#      qcow2 -> vdk, vdk -> qcow2, vmdk -> vdk (and raw <-> qcow2/vmdk) of a
+#      4 GiB disk half full, side by side with qemu-img convert of the same
+#      images (goal: at least as fast).
 #
 # BENCH_SIZE_MIB (default 256) and BENCH_OPS (reads per run, default 200000)
 # scale 1 and 2; BENCH_STORE_CLONES (default 1000), BENCH_STORE_RUNS
@@ -190,9 +194,18 @@ rc=$?
 [ $rc = 0 ] || [ $rc = 77 ] || status=1
 echo
 
+# 8. image conversion beside qemu-img convert (bench-convert.sh;
+#    BCV_SIZE_MIB, default 4096, half full; BCV_REPEAT, default 3);
+#    77 means skipped (a tool is missing).
+BUILD=$BUILD sh tests/bench/bench-convert.sh
+rc=$?
+[ $rc = 0 ] || [ $rc = 77 ] || status=1
+echo
+
 echo "Goals: vdisk depth 64 / depth 1 >= 0.9 (see the bench-read table above);"
 echo "write amplification (data) <= 1.1; snapshot create, rollback and linked clone"
 echo "in milliseconds, after/before close to 1; commit close to the copy time;"
 echo "boot storm: vdiskd's physical reads at most 1.1 x the template;"
-echo "guest writes during a background commit at least 0.7 x without one."
+echo "guest writes during a background commit at least 0.7 x without one;"
+echo "image conversion at least as fast as qemu-img convert (ratio >= 1.0)."
 exit $status
