@@ -23,6 +23,12 @@ static void die(const char *what)
     exit(1);
 }
 
+static void cleanup(void)
+{
+    unlink(g_path);
+    rmdir(g_dir);
+}
+
 static void setup(void)
 {
     const char *tmp = getenv("TMPDIR");
@@ -33,6 +39,7 @@ static void setup(void)
     if (!mkdtemp(g_dir))
         die("mkdtemp");
     snprintf(g_path, sizeof(g_path), "%s/image", g_dir);
+    atexit(cleanup);
 }
 
 static void write_file(const char *path, const uint8_t *data, size_t size)
@@ -96,12 +103,14 @@ void fmt_fuzz_seed(const char *dir, const char *name, const char *format,
     snprintf(path, sizeof(path), "%s/%s", dir, name);
     if (fmt_create(path, format, co, &img) < 0)
         die(path);
-    /* A few runs: the first sector, one in the middle, the last one. */
+    /* A few runs of 4 KiB (whole clusters of a qcow2 overlay, whose
+     * clusters here are at most that): the first, one in the middle, the
+     * last one. */
     for (size_t i = 0; i < sizeof(data); i++)
         data[i] = (uint8_t)(i * 7 + 1);
     if (fmt_write(img, data, 0, 4096) < 0 ||
-        fmt_write(img, data, co->size / 2 / 512 * 512, 512) < 0 ||
-        fmt_write(img, data + 512, co->size - 512, 512) < 0)
+        fmt_write(img, data, co->size / 2 / 4096 * 4096, 4096) < 0 ||
+        fmt_write(img, data + 512, co->size - 4096, 4096) < 0)
         die("fmt_write");
     if (fmt_close(img) < 0)
         die("fmt_close");
