@@ -208,6 +208,26 @@ static int read_image(const char *path, const char *fmt)
                      fmt_errmsg()); \
     } while (0)
 
+/* Reads copies of the image at path cut every step bytes: an error or (a
+ * cut in unused space) a clean read, never a crash; cuts shorter than
+ * header bytes must fail. */
+static void cut_everywhere(const struct tenv *e, const char *path, const char *fmt,
+                           uint64_t step, uint64_t header)
+{
+    const char *q = tpath(e, "cut");
+    size_t len;
+    uint8_t *f = read_whole_file(path, &len);
+
+    for (uint64_t cut = 0; cut < len; cut += step) {
+        write_file(q, f, (size_t)cut);
+        if (cut < header)
+            expect_fail(q, fmt, -EUCLEAN, -EINVAL);
+        else
+            (void)read_image(q, fmt);
+    }
+    free(f);
+}
+
 /* ------------------------------------------------------------------ */
 /* qcow2 (big-endian; header fields at the offsets of the spec)        */
 
@@ -249,23 +269,8 @@ static void test_qcow2_good(void **state)
 static void test_qcow2_truncated(void **state)
 {
     const char *p = make_image(*state, "t.qcow2", "qcow2", NULL);
-    const char *q = tpath(*state, "cut.qcow2");  /* before the loop: tpath's
-                                                    buffers rotate */
-    uint64_t len = file_len(p);
 
-    /* Cut anywhere: an error or (cut in unused space) a clean read, never
-     * a crash; the cuts inside the header and tables must fail. */
-    for (uint64_t cut = 0; cut < len; cut += 509) {
-        size_t n;
-        uint8_t *f = read_whole_file(p, &n);
-
-        write_file(q, f, (size_t)cut);
-        free(f);
-        if (cut < 104)
-            expect_fail(q, "qcow2", -EUCLEAN, -EINVAL);
-        else
-            (void)read_image(q, "qcow2");
-    }
+    cut_everywhere(*state, p, "qcow2", 509, 104);   /* a v3 header is 104 bytes */
     truncate_to(p, CLUSTER);                       /* the header only */
     expect_fail(p, "qcow2", -EUCLEAN, -EUCLEAN);
 }
@@ -497,20 +502,8 @@ static void test_vmdk_truncated(void **state)
 
     for (unsigned s = 0; s < 2; s++) {
         const char *p = make_image(*state, "t.vmdk", "vmdk", subs[s]);
-        const char *q = tpath(*state, "cut.vmdk");
-        uint64_t len = file_len(p);
 
-        for (uint64_t cut = 0; cut < len; cut += 397) {
-            size_t n;
-            uint8_t *f = read_whole_file(p, &n);
-
-            write_file(q, f, (size_t)cut);
-            free(f);
-            if (cut < 512)
-                expect_fail(q, "vmdk", -EUCLEAN, -EINVAL);
-            else
-                (void)read_image(q, "vmdk");
-        }
+        cut_everywhere(*state, p, "vmdk", 397, 512);   /* the header's sector */
     }
 }
 
