@@ -36,6 +36,7 @@ struct fmt_image {
     bool sequential;        /* writes must come in order (set by create) */
     uint32_t write_align;   /* writes must cover whole units of this many
                                bytes (set by create; 0: sectors) */
+    uint64_t unflushed;     /* bytes written since writeback was last started */
     char *backing_name;     /* named inside the image (malloc'd), or NULL */
     char *backing_format;
     struct fmt_image *backing;
@@ -106,7 +107,10 @@ int fmt_pread_fd(int fd, const char *path, void *buf, size_t len, uint64_t off,
 /* The same on img->fd. */
 int fmt_pread(struct fmt_image *img, void *buf, size_t len, uint64_t off,
               const char *what);
-/* pwrite of exactly len bytes at off of img->fd. */
+/* pwrite of exactly len bytes at off of img->fd.  Every so often it also
+ * starts the kernel's writeback of what was written (not waiting for it),
+ * so that the disk writes while the conversion goes on rather than all at
+ * the final fsync. */
 int fmt_pwrite(struct fmt_image *img, const void *buf, size_t len, uint64_t off);
 
 /* A small LRU cache of fixed-size tables read from the image file (qcow2

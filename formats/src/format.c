@@ -81,11 +81,21 @@ int fmt_pread(struct fmt_image *img, void *buf, size_t len, uint64_t off,
     return fmt_pread_fd(img->fd, img->path, buf, len, off, what);
 }
 
+/* Bytes written between two starts of writeback: large enough that the
+ * call costs nothing, small enough that the disk is kept busy. */
+#define WRITEBACK_EVERY (32u << 20)
+
 int fmt_pwrite(struct fmt_image *img, const void *buf, size_t len, uint64_t off)
 {
     const char *p = buf;
     size_t done = 0;
 
+    img->unflushed += len;
+    if (img->unflushed >= WRITEBACK_EVERY) {
+        /* Errors do not matter here: fsync at close reports them. */
+        (void)sync_file_range(img->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        img->unflushed = 0;
+    }
     while (done < len) {
         ssize_t n = pwrite(img->fd, p + done, len - done, (off_t)(off + done));
 

@@ -54,14 +54,18 @@ static int wrap(struct fmt_image *img, struct vd_chain *chain, unsigned own_dept
     return 0;
 }
 
+/* A file opened to be read through, once, from start to end: through the
+ * page cache (as qemu-img reads its sources), whose readahead a copy
+ * gains from; store volumes (fmt_open_chain) keep O_DIRECT. */
 static int vdk_open(struct fmt_image *img, const struct fmt_open_opts *opts)
 {
+    struct vd_open_opts oo = { .flags = VD_OPEN_BUFFERED };
     struct vd_chain *chain;
     int ret;
 
     if (!opts->ctx)
         return fmt_err(-EINVAL, "%s: vdk images need an I/O context", img->path);
-    ret = vd_chain_open(opts->ctx, img->path, NULL, &chain);
+    ret = vd_chain_open(opts->ctx, img->path, &oo, &chain);
     if (ret < 0)
         return lib_err(ret, img->path);
     ret = wrap(img, chain, 0);
