@@ -267,15 +267,12 @@ int vmdk_desc_parse(const char *path, const char *text, size_t len, bool extents
 
     memset(d, 0, sizeof(*d));
     d->parent_cid = VMDK_CID_NOPARENT;
-    /* The text ends at the first NUL; qemu pads its descriptors so.
-     * Anything but padding after it is not text. */
+    /* The text ends at the first NUL, and what follows is ignored: qemu
+     * pads its descriptors with NULs, and when it rewrites one in place
+     * with a shorter CID the old text's tail stays after the new NUL. */
     nul = memchr(text, '\0', len);
-    if (nul) {
-        if (!fmt_is_zero(nul, len - (size_t)(nul - text)))
-            return fmt_err(-EUCLEAN, "%s: not a VMDK descriptor (binary data in "
-                           "the text)", path);
+    if (nul)
         len = (size_t)(nul - text);
-    }
     copy = strndup(text, len);
     if (!copy)
         return fmt_err(-ENOMEM, "%s: out of memory", path);
