@@ -197,11 +197,12 @@ int img_src_open(struct img_src *src, const char *path, const struct img_in *in)
 /* Closes what img_src_open opened.  Safe on a zeroed or closed source. */
 void img_src_close(struct img_src *src);
 
-/* Describes [off, off + len) as fmt_status does, through the backing file:
- * FMT_DATA may hold data, the other kinds read as zeroes (FMT_UNALLOC: the
- * source's own layers hold nothing there).  Returns 0 or a negative errno
- * after printing an error. */
-int img_src_status(struct img_src *src, uint64_t off, uint64_t len,
+/* Describes [off, off + len) as fmt_status does: with deep, through the
+ * backing file (FMT_DATA may hold data, the other kinds read as zeroes);
+ * without, the source's own (FMT_UNALLOC: it holds nothing there, what
+ * reads there comes from its backing file).  Returns 0 or a negative
+ * errno after printing an error. */
+int img_src_status(struct img_src *src, uint64_t off, uint64_t len, bool deep,
                    uint64_t *pnum, enum fmt_kind *kind);
 
 /* Reads len bytes at off (multiples of 512, inside the image).  Returns 0

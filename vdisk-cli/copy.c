@@ -53,7 +53,8 @@ struct copy {
     struct fmt_image *out;
     const char *out_path;
     struct vd_chain *out_chain;   /* vdk destinations: asynchronous writes */
-    uint32_t align;       /* > 512: an overlay, written in whole units */
+    bool overlay;         /* out names a backing file: whole units, own data */
+    uint32_t align;       /* the units out is written in */
     size_t buf_size;      /* chunks end on multiples of it */
     struct vd_ctx *ctx;
     struct slot slots[COPY_SLOTS];
@@ -223,7 +224,7 @@ static int write_slot(struct copy *c, struct slot *s)
     s->state = SLOT_WRITING;
     s->pending = 1;                 /* held until every run is submitted */
     c->next_write++;
-    if (c->align > FMT_SECTOR) {
+    if (c->overlay) {
         ret = write_whole(c, s);
         goto out;
     }
@@ -318,13 +319,15 @@ static int next_run(struct copy *c, uint64_t *off, uint64_t *data_end)
     while (*off < size && *off >= *data_end) {
         enum fmt_kind kind;
         uint64_t n;
-        int ret = img_src_status(c->src, *off, size - *off, &n, &kind);
+        /* An overlay gets what the source holds itself, not its backing
+         * file's data (the overlay's backing file stands for that). */
+        int ret = img_src_status(c->src, *off, size - *off, !c->overlay, &n, &kind);
 
         if (ret < 0)
             return ret;
-        if (c->align > FMT_SECTOR ? kind == FMT_UNALLOC : kind != FMT_DATA) {
+        if (c->overlay ? kind == FMT_UNALLOC : kind != FMT_DATA) {
             *off += n;
-        } else if (c->align > FMT_SECTOR) {
+        } else if (c->overlay) {
             /* The previous run ended on a unit (or at the end): no unit is
              * copied twice. */
             *data_end = MIN(ALIGN_UP(*off + n, (uint64_t)c->align), size);
@@ -403,6 +406,7 @@ int copy_image(struct img_src *src, struct fmt_image *out, bool progress)
     c.out_path = fmt_path(out);
     c.out_chain = fmt_chain(out);
     c.align = fmt_write_align(out);
+    c.overlay = fmt_backing_name(out) != NULL;
     c.buf_size = MAX((size_t)COPY_BUF, (size_t)c.align);
     for (unsigned i = 0; i < COPY_SLOTS; i++) {
         c.slots[i].c = &c;

@@ -70,7 +70,7 @@ static int zero_status(struct img_src *src, uint64_t off, uint64_t len,
                        uint64_t *pnum, bool *zero)
 {
     enum fmt_kind kind;
-    int ret = img_src_status(src, off, len, pnum, &kind);
+    int ret = img_src_status(src, off, len, true, pnum, &kind);
 
     *zero = kind != FMT_DATA;
     return ret;

@@ -278,14 +278,21 @@ int img_info(int argc, char **argv)
     if (!ctx)
         return EXIT_ERR;
     if (!format) {
-        ret = fmt_probe(view.file, &format);
+        const char *probed;
+
+        ret = fmt_probe(view.file, &probed);
         if (ret < 0) {
             cli_err_fmt(ret, "%s", view.file);
             return EXIT_ERR;
         }
-    }
-    if (strcmp(format, "vdk") != 0)
+        /* Opened again as probed, not as named: a probed image keeps to
+         * the stricter rules (a VMDK descriptor names only files of its
+         * own folder). */
+        if (strcmp(probed, "vdk") != 0)
+            return info_other(view.file, NULL, output);
+    } else if (strcmp(format, "vdk") != 0) {
         return info_other(view.file, format, output);
+    }
     ret = vd_chain_open(ctx, view.file, &oo, &chain);
     if (ret < 0) {
         int ret2;

@@ -82,10 +82,10 @@ void img_src_close(struct img_src *src)
     src->chain = NULL;
 }
 
-int img_src_status(struct img_src *src, uint64_t off, uint64_t len,
+int img_src_status(struct img_src *src, uint64_t off, uint64_t len, bool deep,
                    uint64_t *pnum, enum fmt_kind *kind)
 {
-    int ret = fmt_status(src->img, off, len, true, pnum, kind);
+    int ret = fmt_status(src->img, off, len, deep, pnum, kind);
 
     if (ret < 0)
         cli_err_fmt(ret, "%s: block status", src->path);
