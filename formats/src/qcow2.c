@@ -33,15 +33,12 @@
 /* Probe and header                                                    */
 /* ------------------------------------------------------------------ */
 
+/* The magic alone: a qcow2 of a version we do not read is then refused
+ * with the reason, not read as raw bytes. */
 static bool qcow2_probe(const uint8_t *buf, size_t len, uint64_t file_size)
 {
-    uint32_t version;
-
     (void)file_size;
-    if (len < 8 || qcow2_be32(buf) != QCOW2_MAGIC)
-        return false;
-    version = qcow2_be32(buf + 4);
-    return version == 2 || version == 3;
+    return len >= 4 && qcow2_be32(buf) == QCOW2_MAGIC;
 }
 
 /* Reads the header into *h in host byte order; the fields a version 2
