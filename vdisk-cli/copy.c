@@ -13,18 +13,27 @@
  *
  * The copy is a pipeline of COPY_SLOTS buffers.  Each slot goes
  * FREE -> READING -> READ_DONE -> WRITING -> FREE.  vdk reads and writes
- * are asynchronous (libvdisk's), the other formats' are done on the spot
- * (the page cache absorbs them).  Slots are written in the order of their
- * offsets, which stream formats (VMDK streamOptimized) need.  Callbacks
- * only change slot states; new requests are submitted from the main loop,
- * never from a callback, so that the loop may wait in vd_ctx_poll
- * whenever it likes.
+ * are asynchronous (libvdisk's).  The other formats' reads are done on the
+ * spot by the main loop, and their writes by a writer thread, so that the
+ * copies into and out of the page cache (the cost of such a conversion)
+ * run on two cores.  Slots are written in the order of their offsets,
+ * which stream formats (VMDK streamOptimized) need.  Callbacks only change
+ * slot states; new requests are submitted from the main loop, never from a
+ * callback, so that the loop may wait whenever it likes.
+ *
+ * The writer thread owns the output and the slots it was handed (state
+ * WRITING) until it sets them FREE; the state is atomic, the hand-off
+ * queue under a mutex, and an eventfd wakes the main loop, which may also
+ * be waiting for libvdisk's completions (vd_ctx_fd).
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -33,6 +42,8 @@
 #define COPY_BUF      (1u << 20)
 #define ZERO_GRAIN    4096u      /* the smallest run worth skipping */
 #define MAX_INFLIGHT  128u       /* our requests in flight on the context */
+#define READERS       2u         /* reader threads for sources read with
+                                    the drivers' synchronous calls */
 
 enum slot_state { SLOT_FREE, SLOT_READING, SLOT_READ_DONE, SLOT_WRITING };
 
@@ -41,11 +52,32 @@ struct copy;
 struct slot {
     struct copy *c;
     void *buf;
-    enum slot_state state;
+    _Atomic int state;    /* enum slot_state */
     uint64_t off;
     size_t len;
     uint64_t seq;         /* order of the read: slots are written in it */
     unsigned pending;     /* writes in flight (+1 while submitting) */
+};
+
+struct pool;
+
+struct pool_thread {
+    struct pool *pool;
+    pthread_t thread;
+    struct fmt_image *img;        /* readers: their own source handle */
+};
+
+struct pool {
+    struct copy *c;
+    bool on;
+    unsigned n;
+    struct pool_thread t[READERS];
+    pthread_mutex_t mu;
+    pthread_cond_t cv;            /* the threads wait for work on it */
+    struct slot *queue[COPY_SLOTS];
+    unsigned q_head, q_len;       /* under mu */
+    bool stop;                    /* under mu: no more work will come */
+    void (*job)(struct copy *c, struct pool_thread *t, struct slot *s);
 };
 
 struct copy {
@@ -62,6 +94,13 @@ struct copy {
     uint64_t next_read, next_write;   /* sequence numbers */
     int err;              /* first failure; the message is printed */
     struct cli_progress prog;
+
+    /* I/O threads: a writer for outputs that are not vdk chains, readers
+     * for sources that are not. */
+    struct pool writer, readers;
+    _Atomic int terr;             /* the threads' first failure (printed) */
+    _Atomic bool stopping;        /* the copy failed: drop what is queued */
+    int wake_fd;                  /* eventfd: a thread is done with a slot */
 };
 
 /* ------------------------------------------------------------------ */
@@ -221,9 +260,7 @@ static int write_slot(struct copy *c, struct slot *s)
     bool in_run = false;
     int ret = 0;
 
-    s->state = SLOT_WRITING;
     s->pending = 1;                 /* held until every run is submitted */
-    c->next_write++;
     if (c->overlay) {
         ret = write_whole(c, s);
         goto out;
@@ -251,6 +288,210 @@ out:
     return ret;
 }
 
+/* A pool of threads working on slots: the writer (one thread, slots in
+ * the order they come) and the readers (READERS threads, each with a
+ * handle of its own on the source). */
+static void *pool_main(void *opaque)
+{
+    struct pool_thread *t = opaque;
+    struct pool *p = t->pool;
+    struct copy *c = p->c;
+    uint64_t one = 1;
+
+    for (;;) {
+        struct slot *s;
+
+        pthread_mutex_lock(&p->mu);
+        while (p->q_len == 0 && !p->stop)
+            pthread_cond_wait(&p->cv, &p->mu);
+        if (p->q_len == 0) {
+            pthread_mutex_unlock(&p->mu);
+            return NULL;
+        }
+        s = p->queue[p->q_head];
+        p->q_head = (p->q_head + 1) % COPY_SLOTS;
+        p->q_len--;
+        pthread_mutex_unlock(&p->mu);
+
+        p->job(c, t, s);
+        if (write(c->wake_fd, &one, sizeof(one)) < 0 && c->terr == 0)
+            c->terr = -errno;
+    }
+}
+
+static void pool_push(struct pool *p, struct slot *s)
+{
+    pthread_mutex_lock(&p->mu);
+    p->queue[(p->q_head + p->q_len) % COPY_SLOTS] = s;
+    p->q_len++;
+    pthread_cond_signal(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* Starts n threads running job; images (may be NULL) gives each its own
+ * source handle. */
+static int pool_start(struct copy *c, struct pool *p, unsigned n,
+                      void (*job)(struct copy *, struct pool_thread *, struct slot *))
+{
+    int ret;
+
+    p->c = c;
+    p->job = job;
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    p->on = true;
+    for (unsigned i = 0; i < n; i++) {
+        p->t[i].pool = p;
+        ret = -pthread_create(&p->t[i].thread, NULL, pool_main, &p->t[i]);
+        if (ret < 0) {
+            cli_err_errno(-ret, "cannot start an I/O thread");
+            return ret;
+        }
+        p->n++;
+    }
+    return 0;
+}
+
+/* Lets the threads finish what they were handed, and joins them. */
+static void pool_stop(struct pool *p)
+{
+    if (!p->on)
+        return;
+    pthread_mutex_lock(&p->mu);
+    p->stop = true;
+    pthread_cond_broadcast(&p->cv);
+    pthread_mutex_unlock(&p->mu);
+    for (unsigned i = 0; i < p->n; i++)
+        pthread_join(p->t[i].thread, NULL);
+    pthread_cond_destroy(&p->cv);
+    pthread_mutex_destroy(&p->mu);
+    p->on = false;
+}
+
+/* The writer's job: the slot written (write_slot frees it); after a
+ * failure anywhere, freed unwritten. */
+static void write_job(struct copy *c, struct pool_thread *t, struct slot *s)
+{
+    int ret;
+
+    (void)t;
+    if (c->terr != 0 || c->stopping) {
+        s->state = SLOT_FREE;
+        return;
+    }
+    ret = write_slot(c, s);
+    if (ret < 0 && c->terr == 0)
+        c->terr = ret;
+}
+
+/* A reader's job: the slot's range read with the thread's own handle. */
+static void read_job(struct copy *c, struct pool_thread *t, struct slot *s)
+{
+    int ret = 0;
+
+    if (c->terr == 0 && !c->stopping) {
+        ret = fmt_read(t->img, s->buf, s->off, s->len);
+        if (ret < 0)
+            cli_err_fmt(ret, "%s: read at offset %llu", c->src->path,
+                        (unsigned long long)s->off);
+    }
+    if (ret < 0 && c->terr == 0)
+        c->terr = ret;
+    s->state = SLOT_READ_DONE;
+}
+
+/* A slot whose read is done goes to be written: to the writer thread, or
+ * written on the spot (vdk chains: asynchronous writes). */
+static int hand_off(struct copy *c, struct slot *s)
+{
+    s->state = SLOT_WRITING;
+    c->next_write++;
+    if (!c->writer.on)
+        return write_slot(c, s);
+    pool_push(&c->writer, s);
+    return 0;
+}
+
+/* Waits for something to happen: a completion of libvdisk's, or a slot
+ * a thread is done with.  Returns 0 or a negative errno. */
+static int copy_wait(struct copy *c)
+{
+    struct pollfd p[2] = {
+        { .fd = c->wake_fd, .events = POLLIN },
+        { .fd = vd_ctx_fd(c->ctx), .events = POLLIN },
+    };
+    uint64_t n;
+    int ret;
+
+    if (c->wake_fd < 0)
+        return copy_poll(c);
+    if (poll(p, 2, -1) < 0 && errno != EINTR) {
+        ret = -errno;
+        cli_err_errno(-ret, "poll");
+        return ret;
+    }
+    if ((p[0].revents & POLLIN) && read(c->wake_fd, &n, sizeof(n)) < 0 &&
+        errno != EAGAIN) {
+        ret = -errno;
+        cli_err_errno(-ret, "eventfd");
+        return ret;
+    }
+    if (p[1].revents & POLLIN) {
+        ret = vd_ctx_poll(c->ctx, 0);
+        if (ret < 0 && ret != -EINTR) {
+            cli_err_lib(ret, "waiting for I/O");
+            return ret;
+        }
+    }
+    return 0;
+}
+
+/* Starts the threads a copy uses: a writer unless the output is a vdk
+ * chain, readers unless the source is one. */
+static int threads_start(struct copy *c)
+{
+    int ret;
+
+    if (c->out_chain && c->src->chain)
+        return 0;
+    c->wake_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (c->wake_fd < 0) {
+        ret = -errno;
+        cli_err_errno(-ret, "eventfd");
+        return ret;
+    }
+    if (!c->src->chain) {
+        for (unsigned i = 0; i < READERS; i++) {
+            ret = fmt_reopen(c->src->img, &c->readers.t[i].img);
+            if (ret < 0) {
+                cli_err_fmt(ret, "%s", c->src->path);
+                return ret;
+            }
+        }
+        ret = pool_start(c, &c->readers, READERS, read_job);
+        if (ret < 0)
+            return ret;
+    }
+    if (!c->out_chain)
+        return pool_start(c, &c->writer, 1, write_job);
+    return 0;
+}
+
+/* Joins the threads (what they were handed is done or dropped first). */
+static void threads_stop(struct copy *c)
+{
+    c->stopping = c->err != 0;
+    pool_stop(&c->readers);
+    pool_stop(&c->writer);
+    for (unsigned i = 0; i < READERS; i++) {
+        fmt_close(c->readers.t[i].img);
+        c->readers.t[i].img = NULL;
+    }
+    if (c->wake_fd >= 0)
+        close(c->wake_fd);
+    c->wake_fd = -1;
+}
+
 static int start_read(struct copy *c, struct slot *s, uint64_t off, size_t len)
 {
     int ret;
@@ -259,10 +500,8 @@ static int start_read(struct copy *c, struct slot *s, uint64_t off, size_t len)
     s->len = len;
     s->seq = c->next_read++;
     if (!c->src->chain) {
-        ret = img_src_read(c->src, s->buf, off, len);
-        if (ret < 0)
-            return ret;
-        s->state = SLOT_READ_DONE;
+        s->state = SLOT_READING;
+        pool_push(&c->readers, s);
         return 0;
     }
     ret = throttle(c);
@@ -352,11 +591,13 @@ static int run_copy(struct copy *c)
 
         /* Reads that finished become writes, in order. */
         while (!c->err && (s = next_to_write(c)) != NULL) {
-            ret = write_slot(c, s);
+            ret = hand_off(c, s);
             if (ret < 0 && !c->err)
                 c->err = ret;
             progressed = true;
         }
+        if (!c->err && c->terr)
+            c->err = c->terr;
         if (c->err)
             break;
 
@@ -383,11 +624,15 @@ static int run_copy(struct copy *c)
             continue;
         if (off >= size && !slots_busy(c) && !next_to_write(c))
             break;
-        if (copy_poll(c) < 0)
+        if (copy_wait(c) < 0)
             break;
     }
 
-    /* Let what is in flight land before the buffers can go away. */
+    /* Let what is in flight land before the buffers can go away: the
+     * writer's slots first, then libvdisk's requests. */
+    threads_stop(c);
+    if (!c->err && c->terr)
+        c->err = c->terr;
     while (slots_busy(c)) {
         if (vd_ctx_poll(c->ctx, -1) < 0)
             break;
@@ -418,7 +663,12 @@ int copy_image(struct img_src *src, struct fmt_image *out, bool progress)
             goto out;
     }
     cli_progress_init(&c.prog, progress, src->size);
-    ret = run_copy(&c);
+    c.wake_fd = -1;
+    ret = threads_start(&c);
+    if (ret == 0)
+        ret = run_copy(&c);
+    else
+        threads_stop(&c);
     if (ret == 0)
         cli_progress_end(&c.prog);
     else if (c.prog.on)

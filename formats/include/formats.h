@@ -85,6 +85,12 @@ struct fmt_open_opts {
 int fmt_open(const char *path, const struct fmt_open_opts *opts,
              struct fmt_image **out);
 
+/* Opens the image img was opened from again, with the same driver and
+ * the same rules (as probed, or as named), and its backing image again:
+ * a second handle for another thread.  Files opened for reading only;
+ * -ENOTSUP for vdk images (their chains do asynchronous I/O instead). */
+int fmt_reopen(const struct fmt_image *img, struct fmt_image **out);
+
 /* Makes an open vdk chain an image (reads only); the image owns the chain
  * from then on and closes it.  name is used in messages.  When own_depth
  * is > 0, only the top own_depth layers count as this image's: what the

@@ -37,6 +37,7 @@ struct fmt_image {
     uint32_t write_align;   /* writes must cover whole units of this many
                                bytes (set by create; 0: sectors) */
     uint64_t unflushed;     /* bytes written since writeback was last started */
+    uint64_t wb_lo, wb_hi;  /* the range they were written in */
     char *backing_name;     /* named inside the image (malloc'd), or NULL */
     char *backing_format;
     struct fmt_image *backing;
@@ -104,6 +105,11 @@ int fmt_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)))
  * structure being read. */
 int fmt_pread_fd(int fd, const char *path, void *buf, size_t len, uint64_t off,
                  const char *what);
+/* Tells the kernel to read ahead of a sequence of reads of fd (this one
+ * is [off, off + len)), so that reading a source image keeps the disk
+ * busy with more than one request at a time.  fmt_pread_fd calls it;
+ * drivers that read with pread themselves call it first. */
+void fmt_readahead(int fd, uint64_t off, size_t len);
 /* The same on img->fd. */
 int fmt_pread(struct fmt_image *img, void *buf, size_t len, uint64_t off,
               const char *what);

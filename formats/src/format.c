@@ -47,12 +47,50 @@ int fmt_err(int err, const char *fmt, ...)
     return err;
 }
 
+/* How far ahead of a sequence of reads the kernel is asked to read. */
+#define READAHEAD (16u << 20)
+
+void fmt_readahead(int fd, uint64_t off, size_t len)
+{
+    /* A few files per thread: a descriptor file's extents are read in
+     * turn.  A reused descriptor only costs one missed hint. */
+    static __thread struct { int fd; uint64_t until; } ra[4];
+    static __thread unsigned next;
+    uint64_t end = off + len;
+    unsigned i;
+
+    for (i = 0; i < 4 && !(ra[i].fd == fd && ra[i].until); i++)
+        ;
+    if (i == 4) {
+        i = next++ % 4;
+        ra[i].fd = fd;
+        ra[i].until = end;          /* a sequence starts: nothing asked yet */
+        return;
+    }
+    /* Not sequential (far behind, or far beyond what was asked for; a
+     * short jump forward over a hole or an unallocated cluster is still
+     * a sequence): start again from here. */
+    if (off > ra[i].until + READAHEAD || off + 2 * READAHEAD < ra[i].until) {
+        ra[i].until = end;
+        return;
+    }
+    /* Ask again when less than half the window is left ahead. */
+    if (ra[i].until < end + READAHEAD / 2) {
+        uint64_t from = MAX(ra[i].until, end);
+
+        (void)posix_fadvise(fd, (off_t)from, (off_t)(end + READAHEAD - from),
+                            POSIX_FADV_WILLNEED);
+        ra[i].until = end + READAHEAD;
+    }
+}
+
 int fmt_pread_fd(int fd, const char *path, void *buf, size_t len, uint64_t off,
                  const char *what)
 {
     char *p = buf;
     size_t done = 0;
 
+    fmt_readahead(fd, off, len);
     if (off > (uint64_t)INT64_MAX - len)
         return fmt_err(-EUCLEAN, "%s: %s at offset %llu is past the end of the file",
                        path, what, (unsigned long long)off);
@@ -90,10 +128,18 @@ int fmt_pwrite(struct fmt_image *img, const void *buf, size_t len, uint64_t off)
     const char *p = buf;
     size_t done = 0;
 
+    /* Only the range written since the last start: the kernel walks the
+     * pages of the range it is given, and the whole file each time would
+     * make a conversion quadratic. */
+    if (!img->unflushed || off < img->wb_lo)
+        img->wb_lo = off;
+    if (!img->unflushed || off + len > img->wb_hi)
+        img->wb_hi = off + len;
     img->unflushed += len;
     if (img->unflushed >= WRITEBACK_EVERY) {
         /* Errors do not matter here: fsync at close reports them. */
-        (void)sync_file_range(img->fd, 0, 0, SYNC_FILE_RANGE_WRITE);
+        (void)sync_file_range(img->fd, (off_t)img->wb_lo,
+                              (off_t)(img->wb_hi - img->wb_lo), SYNC_FILE_RANGE_WRITE);
         img->unflushed = 0;
     }
     while (done < len) {
@@ -316,25 +362,22 @@ static int check_opened(struct fmt_image *img)
     return 0;
 }
 
-int fmt_open(const char *path, const struct fmt_open_opts *opts,
-             struct fmt_image **out)
+/* fmt_open with the driver found (NULL: probe); as_probed opens it under
+ * the rules of a probed image even though drv is given (fmt_reopen). */
+static int open_image(const char *path, const struct fmt_driver *drv, bool as_probed,
+                      const struct fmt_open_opts *opts, struct fmt_image **out)
 {
-    const struct fmt_driver *drv = NULL;
     struct fmt_image *img;
     struct stat st;
     off_t end;
     int ret;
 
     *out = NULL;
-    if (opts->format) {
-        drv = find_driver(opts->format);
-        if (!drv)
-            return fmt_err(-EINVAL, "unknown format '%s'", opts->format);
-    }
     img = image_new(drv, path);
     if (!img)
         return -ENOMEM;
     img->ctx = opts->ctx;
+    img->probed = as_probed;
     if (!drv || !drv->own_file) {
         img->fd = open(path, O_RDONLY | O_CLOEXEC);
         if (img->fd < 0) {
@@ -380,6 +423,44 @@ int fmt_open(const char *path, const struct fmt_open_opts *opts,
 fail:
     image_free(img);
     return ret;
+}
+
+int fmt_open(const char *path, const struct fmt_open_opts *opts,
+             struct fmt_image **out)
+{
+    const struct fmt_driver *drv = NULL;
+
+    *out = NULL;
+    if (opts->format) {
+        drv = find_driver(opts->format);
+        if (!drv)
+            return fmt_err(-EINVAL, "unknown format '%s'", opts->format);
+    }
+    return open_image(path, drv, false, opts, out);
+}
+
+int fmt_reopen(const struct fmt_image *img, struct fmt_image **out)
+{
+    struct fmt_open_opts oo = { .ctx = img->ctx };
+    struct fmt_image *backing = NULL;
+    int ret;
+
+    *out = NULL;
+    if (img->drv->own_file || img->writing)
+        return fmt_err(-ENOTSUP, "%s: only image files opened for reading can be "
+                       "opened again", img->path);
+    if (img->backing) {
+        ret = fmt_reopen(img->backing, &backing);
+        if (ret < 0)
+            return ret;
+    }
+    ret = open_image(img->path, img->drv, img->probed, &oo, out);
+    if (ret < 0) {
+        fmt_close(backing);
+        return ret;
+    }
+    (*out)->backing = backing;
+    return 0;
 }
 
 int fmt_open_chain(struct vd_chain *chain, const char *name, unsigned own_depth,

@@ -90,6 +90,9 @@ static int raw_read(struct fmt_image *img, void *buf, uint64_t off, size_t len)
     char *p = buf;
     size_t done = 0;
 
+    /* No fmt_readahead here: asking ahead over a raw file's holes would
+     * fill the page cache with zeroed pages; the kernel's own readahead
+     * follows the data runs well enough. */
     while (done < len) {
         uint64_t pos = off + done;
         ssize_t n;

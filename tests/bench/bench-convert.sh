@@ -18,9 +18,12 @@
 # Every run writes a new output file (removed before the next run), and
 # ends with the output on disk: vdisk syncs what it wrote before it exits;
 # qemu-img's default for convert does not flush the output, so its time
-# includes `sync FILE` after it.  The page cache is warm for both (each
-# source is read once before the first run).  BCV_REPEAT (default 3) runs
-# per tool and row, alternating which tool goes first; medians are shown.
+# includes `sync FILE` after it.  Before every run everything is synced and,
+# when this runs as root, the page cache is dropped: both tools then read
+# their source from the disk, and no writeback of an earlier run is still
+# going on (without root the sources are read once first, and the cache is
+# warm for both; the header says which).  BCV_REPEAT (default 5) runs per
+# tool and row, alternating which tool goes first; medians are shown.
 #
 # Columns: seconds, MB/s of data (the MiB written into the disk / time),
 # and the ratio qemu-img time / vdisk time: at least 1.0 means vdisk is at
@@ -35,7 +38,7 @@ BUILD=${BUILD:-build}
 VDISK=$BUILD/bin/vdisk
 PY=/usr/bin/python3
 SIZE_MIB=${BCV_SIZE_MIB:-4096}
-REPEAT=${BCV_REPEAT:-3}
+REPEAT=${BCV_REPEAT:-5}
 
 if ! [ "$SIZE_MIB" -ge 2 ] 2>/dev/null || ! [ "$REPEAT" -ge 1 ] 2>/dev/null; then
     echo "bench-convert: BCV_SIZE_MIB=$SIZE_MIB (>= 2), BCV_REPEAT=$REPEAT (>= 1)" >&2
@@ -79,9 +82,16 @@ qemu-img convert -f raw -O qcow2 "$WORK/src.raw" "$WORK/src.qcow2" || exit 1
 qemu-img convert -f raw -O vmdk "$WORK/src.raw" "$WORK/src.vmdk" || exit 1
 "$VDISK" img convert -f raw -O vdk "$WORK/src.raw" "$WORK/src.vdk" || exit 1
 sync
-for f in src.raw src.qcow2 src.vmdk src.vdk; do
-    cat "$WORK/$f" >/dev/null             # a warm page cache for every run
-done
+if (echo 3 >/proc/sys/vm/drop_caches) 2>/dev/null; then
+    COLD=1
+    echo "bench-convert: cold page cache before every run (dropped as root)"
+else
+    COLD=0
+    echo "bench-convert: warm page cache (not root: the caches cannot be dropped)"
+    for f in src.raw src.qcow2 src.vmdk src.vdk; do
+        cat "$WORK/$f" >/dev/null
+    done
+fi
 
 status=0
 
@@ -92,6 +102,8 @@ time_one() {
     out=$1
     shift
     rm -f "$out"
+    sync
+    [ "$COLD" = 0 ] || echo 3 >/proc/sys/vm/drop_caches
     t0=$("$PY" -c 'import time; print(time.monotonic())')
     if ! "$@" >"$WORK/cmd.log" 2>&1; then
         echo "bench-convert: failed: $*" >&2

@@ -195,7 +195,7 @@ rc=$?
 echo
 
 # 8. image conversion beside qemu-img convert (bench-convert.sh;
-#    BCV_SIZE_MIB, default 4096, half full; BCV_REPEAT, default 3);
+#    BCV_SIZE_MIB, default 4096, half full; BCV_REPEAT, default 5);
 #    77 means skipped (a tool is missing).
 BUILD=$BUILD sh tests/bench/bench-convert.sh
 rc=$?
