@@ -20,15 +20,7 @@ set -u
 
 PY=/usr/bin/python3     # Debian's python3; the first one on PATH may differ
 
-fail() {
-    echo "FAIL: $*"
-    exit 1
-}
-
-skip() {
-    echo "SKIP: $*"
-    exit 77
-}
+. "$(dirname "$0")/lib/cli.sh"   # fail, skip, run, expect, json...
 
 : "${VDISK:?VDISK must name the vdisk binary}"
 : "${TESTDIR:?TESTDIR must name a fresh folder}"
@@ -46,108 +38,6 @@ echo "seed: $SEED (SEED=$SEED replays this run)"
 MiB=1048576
 
 # ---------------------------------------------------------------- helpers
-
-# run CMD...: runs it with stdout in $W/out, stderr in $W/err, status in rc.
-run() {
-    "$@" >"$W/out" 2>"$W/err"
-    rc=$?
-}
-
-show() {
-    echo "---- stdout:"
-    head -c 4000 "$W/out"
-    echo "---- stderr:"
-    head -c 4000 "$W/err"
-    echo "----"
-}
-
-# expect RC CMD...: runs CMD and fails unless it exits with RC.  A sanitizer
-# report on stderr is a failure whatever the status.
-expect() {
-    want=$1
-    shift
-    run "$@"
-    if [ "$rc" != "$want" ]; then
-        echo "FAIL: '$*' exited $rc, expected $want"
-        show
-        exit 1
-    fi
-    if grep -q -e 'ERROR: AddressSanitizer' -e 'ERROR: LeakSanitizer' \
-            -e 'runtime error:' "$W/err"; then
-        echo "FAIL: '$*': sanitizer report"
-        show
-        exit 1
-    fi
-}
-
-# ok CMD...: exits 0 and says nothing on stderr.
-ok() {
-    expect 0 "$@"
-    if [ -s "$W/err" ]; then
-        echo "FAIL: '$*' wrote to stderr"
-        show
-        exit 1
-    fi
-}
-
-# expect_err RC CMD...: as expect, and stderr must be one "vdisk: " line.
-expect_err() {
-    expect "$@"
-    if [ "$(wc -l <"$W/err")" -ne 1 ] || ! grep -q '^vdisk: ' "$W/err"; then
-        echo "FAIL: '$*': expected one 'vdisk: ...' line on stderr"
-        show
-        exit 1
-    fi
-}
-
-# expect_usage CMD...: a usage error: status 2, a message and a hint.
-expect_usage() {
-    expect 2 "$@"
-    grep -q -e '--help' "$W/err" || {
-        echo "FAIL: '$*': no usage hint on stderr"
-        show
-        exit 1
-    }
-}
-
-out_has() {
-    grep -q -e "$1" "$W/out" || {
-        echo "FAIL: output of the last command lacks '$1'"
-        show
-        exit 1
-    }
-}
-
-err_has() {
-    grep -q -e "$1" "$W/err" || {
-        echo "FAIL: stderr of the last command lacks '$1'"
-        show
-        exit 1
-    }
-}
-
-# json EXPR: evaluates a Python expression on the JSON in $W/out (as d).
-json() {
-    "$PY" -c 'import json,sys
-d = json.load(open(sys.argv[1]))
-print(eval(sys.argv[2]))' "$W/out" "$1" || {
-        echo "FAIL: cannot evaluate '$1' on the JSON output"
-        show
-        exit 1
-    }
-}
-
-check_eq() {
-    [ "$1" = "$2" ] || fail "$3: got '$1', expected '$2'"
-}
-
-file_size() {
-    stat -c %s "$1"
-}
-
-disk_kb() {
-    du -k "$1" | awk '{ print $1 }'
-}
 
 # mkraw FILE SIZE COUNT MAXLEN: a sparse file of SIZE bytes with COUNT runs
 # of random bytes (up to MAXLEN each) at random offsets, half of them 4 KiB
