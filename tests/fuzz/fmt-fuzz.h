@@ -24,4 +24,9 @@ void fmt_fuzz_one(const char *format, const uint8_t *data, size_t size);
 void fmt_fuzz_seed(const char *dir, const char *name, const char *format,
                    const struct fmt_create_opts *co);
 
+/* When the environment variable var names a folder, writes the target's
+ * seed corpus there with seeds() and exits (tests/fuzz/run-fuzz.sh does
+ * this before fuzzing); else returns.  For LLVMFuzzerInitialize. */
+void fmt_fuzz_seeds_from_env(const char *var, void (*seeds)(const char *dir));
+
 #endif

@@ -37,14 +37,9 @@ static void seeds(const char *dir)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    const char *dir = getenv("FUZZ_QCOW2_SEEDS");
-
     (void)argc;
     (void)argv;
-    if (dir) {
-        seeds(dir);
-        exit(0);
-    }
+    fmt_fuzz_seeds_from_env("FUZZ_QCOW2_SEEDS", seeds);
     return 0;
 }
 

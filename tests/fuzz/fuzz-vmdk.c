@@ -34,14 +34,9 @@ static void seeds(const char *dir)
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
-    const char *dir = getenv("FUZZ_VMDK_SEEDS");
-
     (void)argc;
     (void)argv;
-    if (dir) {
-        seeds(dir);
-        exit(0);
-    }
+    fmt_fuzz_seeds_from_env("FUZZ_VMDK_SEEDS", seeds);
     return 0;
 }
 
