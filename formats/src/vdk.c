@@ -57,21 +57,27 @@ static int wrap(struct fmt_image *img, struct vd_chain *chain, unsigned own_dept
 /* A file opened to be read through, once, from start to end: through the
  * page cache (as qemu-img reads its sources), whose readahead a copy
  * gains from; store volumes (fmt_open_chain) keep O_DIRECT. */
-static int vdk_open(struct fmt_image *img, const struct fmt_open_opts *opts)
+/* Opens the chain at img->path with flags (VD_OPEN_*) as the image's. */
+static int open_chain(struct fmt_image *img, struct vd_ctx *ctx, unsigned flags)
 {
-    struct vd_open_opts oo = { .flags = VD_OPEN_BUFFERED };
+    struct vd_open_opts oo = { .flags = flags };
     struct vd_chain *chain;
     int ret;
 
-    if (!opts->ctx)
+    if (!ctx)
         return fmt_err(-EINVAL, "%s: vdk images need an I/O context", img->path);
-    ret = vd_chain_open(opts->ctx, img->path, &oo, &chain);
+    ret = vd_chain_open(ctx, img->path, &oo, &chain);
     if (ret < 0)
         return lib_err(ret, img->path);
     ret = wrap(img, chain, 0);
     if (ret < 0)
         vd_chain_close(chain);
     return ret;
+}
+
+static int vdk_open(struct fmt_image *img, const struct fmt_open_opts *opts)
+{
+    return open_chain(img, opts->ctx, VD_OPEN_BUFFERED);
 }
 
 int fmt_vdk_wrap(struct vd_chain *chain, const char *name, unsigned own_depth,
@@ -152,8 +158,6 @@ static int vdk_create(struct fmt_image *img, const struct fmt_create_opts *opts)
         .block_size = opts->block_size,
         .digest = (enum vd_digest)opts->digest,
     };
-    struct vd_open_opts oo = { .flags = VD_OPEN_RDWR };
-    struct vd_chain *chain;
     int ret;
 
     if (opts->cluster_size || opts->subformat || opts->backing_file ||
@@ -166,13 +170,7 @@ static int vdk_create(struct fmt_image *img, const struct fmt_create_opts *opts)
     if (ret < 0)
         return lib_err(ret, img->path);
     img->created = true;
-    ret = vd_chain_open(opts->ctx, img->path, &oo, &chain);
-    if (ret < 0)
-        return lib_err(ret, img->path);
-    ret = wrap(img, chain, 0);
-    if (ret < 0)
-        vd_chain_close(chain);
-    return ret;
+    return open_chain(img, opts->ctx, VD_OPEN_RDWR);
 }
 
 static int vdk_write(struct fmt_image *img, const void *buf, uint64_t off, size_t len)
