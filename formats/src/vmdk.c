@@ -495,7 +495,7 @@ static int vmdk_status(struct fmt_image *img, uint64_t off, uint64_t len,
 
     /* Runs of one kind continue into the next extents. */
     for (;;) {
-        uint64_t pos = off + done - e->start, n = MIN(len - done, e->len - pos), got;
+        uint64_t pos = off + done - e->start, n = MIN(len - done, e->len - pos), got = 0;
         enum fmt_kind k = FMT_DATA;
         int ret = extent_status(e, pos, n, &got, &k);
 
