@@ -13,18 +13,21 @@
  *
  * The copy is a pipeline of COPY_SLOTS buffers.  Each slot goes
  * FREE -> READING -> READ_DONE -> WRITING -> FREE.  vdk reads and writes
- * are asynchronous (libvdisk's).  The other formats' reads are done on the
- * spot by the main loop, and their writes by a writer thread, so that the
- * copies into and out of the page cache (the cost of such a conversion)
- * run on two cores.  Slots are written in the order of their offsets,
- * which stream formats (VMDK streamOptimized) need.  Callbacks only change
- * slot states; new requests are submitted from the main loop, never from a
- * callback, so that the loop may wait whenever it likes.
+ * are asynchronous (libvdisk's).  The other formats' reads are done by
+ * READERS reader threads (each with a handle of its own on the source),
+ * and their writes by a writer thread, so that the copies into and out of
+ * the page cache (the cost of such a conversion) run on every core and
+ * the disk sees more than one request at a time.  Slots are written in
+ * the order of their offsets, which stream formats (VMDK streamOptimized)
+ * need.  Callbacks only change slot states; new requests are submitted
+ * from the main loop, never from a callback, so that the loop may wait
+ * whenever it likes.
  *
- * The writer thread owns the output and the slots it was handed (state
- * WRITING) until it sets them FREE; the state is atomic, the hand-off
- * queue under a mutex, and an eventfd wakes the main loop, which may also
- * be waiting for libvdisk's completions (vd_ctx_fd).
+ * A thread owns the slots it was handed (READING or WRITING) until it
+ * moves them on (READ_DONE, FREE); the state is atomic, the hand-off
+ * queues under a mutex, and an eventfd wakes the main loop, which may also
+ * be waiting for libvdisk's completions (vd_ctx_fd).  The block status
+ * that decides what to read stays on the main loop, on the first handle.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -328,8 +331,8 @@ static void pool_push(struct pool *p, struct slot *s)
     pthread_mutex_unlock(&p->mu);
 }
 
-/* Starts n threads running job; images (may be NULL) gives each its own
- * source handle. */
+/* Starts n threads running job (a reader's handle is set in p->t[i].img
+ * before). */
 static int pool_start(struct copy *c, struct pool *p, unsigned n,
                       void (*job)(struct copy *, struct pool_thread *, struct slot *))
 {
@@ -412,9 +415,9 @@ static int hand_off(struct copy *c, struct slot *s)
     return 0;
 }
 
-/* Waits for something to happen: a completion of libvdisk's, or a slot
- * a thread is done with.  Returns 0 or a negative errno. */
-static int copy_wait(struct copy *c)
+/* copy_wait's body: polls the threads' eventfd and the context's fd (or
+ * just the context when there are no threads). */
+static int wait_events(struct copy *c)
 {
     struct pollfd p[2] = {
         { .fd = c->wake_fd, .events = POLLIN },
@@ -444,6 +447,18 @@ static int copy_wait(struct copy *c)
         }
     }
     return 0;
+}
+
+/* Waits for something to happen: a completion of libvdisk's, or a slot
+ * a thread is done with.  Returns 0 or a negative errno (then also in
+ * c->err, the message printed). */
+static int copy_wait(struct copy *c)
+{
+    int ret = wait_events(c);
+
+    if (ret < 0 && !c->err)
+        c->err = ret;
+    return ret;
 }
 
 /* Starts the threads a copy uses: a writer unless the output is a vdk
