@@ -18,6 +18,7 @@
 # Sources are found by wildcard: adding a .c file needs no edit here.
 #   libvdisk/src/*.c          -> build/lib/libvdisk.a, build/lib/libvdisk.so
 #   formats/src/*.c           -> build/lib/libformats.a (image formats)
+#   vmm/*.c but main.c        -> build/lib/libvmm.a (the VMM's device models)
 #   vdisk-cli/*.c             -> build/bin/vdisk
 #   tests/{unit,model,crash}/test-NAME.c -> build/tests/test-NAME
 #                                (the folder's other .c files are shared helpers)
@@ -79,7 +80,7 @@ SANITIZE = -fsanitize=thread
 endif
 
 WARN      = -Wall -Wextra -Werror
-INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src -Inbd-server/include -Iformats/include
+INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src -Inbd-server/include -Iformats/include -Ivmm
 VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS) \
             $(CFLAGS) $(SANITIZE) -MMD -MP
 VD_LDFLAGS = $(LDFLAGS) $(SANITIZE)
@@ -116,6 +117,12 @@ FMT_SRCS = $(wildcard formats/src/*.c)
 FMT_A    = $(BUILD)/lib/libformats.a
 FMT_DEP  = $(if $(FMT_SRCS),$(FMT_A))
 
+# The VMM's device models (virtqueues, virtio-blk...), a library so that
+# the unit tests drive them without a guest.
+VMM_LIB_SRCS = $(filter-out vmm/main.c,$(wildcard vmm/*.c))
+VMM_A    = $(BUILD)/lib/libvmm.a
+VMM_DEP  = $(if $(VMM_LIB_SRCS),$(VMM_A))
+
 CLI_SRCS = $(wildcard vdisk-cli/*.c)
 CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
 
@@ -135,7 +142,8 @@ progs   = $(patsubst $(1)/%.c,$(3)/%,$(call mains,$(1),$(2)))
 
 define programs
 $(call progs,$(1),$(2),$(3)): $(3)/%: $(OBJ)/$(1)/%.o \
-		$(call objs,$(call helpers,$(1),$(2))) $(NBDS_DEP) $(FMT_DEP) $(LIB_DEP)
+		$(call objs,$(call helpers,$(1),$(2))) $(NBDS_DEP) $(FMT_DEP) $(VMM_DEP) \
+		$(LIB_DEP)
 	@mkdir -p $$(@D)
 	$$(call quiet,LINK,$$@)$$(CC) $$(VD_LDFLAGS) -o $$@ $$^ $(4) $$(LIB_LIBS)
 endef
@@ -154,7 +162,7 @@ ifneq ($(DUP_TESTS),)
 $(error test programs with the same name in two of $(TEST_DIRS): $(DUP_TESTS))
 endif
 
-ALL_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
+ALL_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(VMM_LIB_SRCS) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
            $(foreach d,$(TEST_DIRS) tests/bench,$(wildcard $(d)/*.c))
 FUZZ_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 
@@ -230,6 +238,11 @@ $(LIB_SO): $(LIB_SO_REAL)
 	@ln -sf libvdisk.so.$(SOVERSION) $@
 
 $(FMT_A): $(call objs,$(FMT_SRCS))
+	@mkdir -p $(@D)
+	@rm -f $@
+	$(call quiet,AR,$@)$(AR) rcs $@ $^
+
+$(VMM_A): $(call objs,$(VMM_LIB_SRCS))
 	@mkdir -p $(@D)
 	@rm -f $@
 	$(call quiet,AR,$@)$(AR) rcs $@ $^
