@@ -153,6 +153,7 @@ static struct vblk_req *parse(struct vblk *d, const struct virtq_chain *c)
         return NULL;
     }
     r->dev = d;
+    r->generation = d->generation;
     r->head = c->head;
     r->status = status;
     r->written = 1;
@@ -272,7 +273,45 @@ void vblk_req_done(struct vblk_req *r, int result)
     struct vblk *d = r->dev;
 
     d->inflight--;
-    complete(d, r->head, r->status, result < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK,
-             result < 0 ? 1 : r->written);
+    if (r->generation == d->generation)
+        complete(d, r->head, r->status,
+                 result < 0 ? VIRTIO_BLK_S_IOERR : VIRTIO_BLK_S_OK,
+                 result < 0 ? 1 : r->written);
     free(r);
+}
+
+static void on_notify(void *opaque, unsigned q)
+{
+    (void)q;
+    vblk_notify(opaque);
+}
+
+static void on_reset(void *opaque)
+{
+    struct vblk *d = opaque;
+
+    d->generation++;
+    d->needs_reset = false;
+}
+
+static bool on_broken(void *opaque)
+{
+    return ((struct vblk *)opaque)->needs_reset;
+}
+
+void vblk_virtio_device(struct vblk *d, struct vmmio_device *out)
+{
+    vblk_config(d, d->config);
+    memset(out, 0, sizeof(*out));
+    out->device_id = 2;
+    out->features = vblk_features(d);
+    out->config = d->config;
+    out->config_len = VBLK_CONFIG_SIZE;
+    out->nqueues = 1;
+    out->queues[0] = &d->vq;
+    out->queue_max = 256;
+    out->notify = on_notify;
+    out->reset = on_reset;
+    out->broken = on_broken;
+    out->opaque = d;
 }

@@ -14,6 +14,7 @@
 #include <stdint.h>
 #include <sys/uio.h>
 
+#include "mmio.h"
 #include "virtq.h"
 
 /* Request types and status values (5.2.6). */
@@ -60,6 +61,7 @@ struct vblk_req {
     unsigned niov;
     void *backend_data;         /* the backend's, free to use */
     /* The device's. */
+    uint32_t generation;        /* the device's when submitted */
     uint16_t head;
     uint8_t *status;
     uint32_t written;           /* bytes the guest gets in the used ring */
@@ -83,7 +85,10 @@ struct vblk {
     void (*interrupt)(void *opaque);
     void *irq_opaque;
     unsigned inflight;
+    uint32_t generation;        /* bumped by each reset: completions of
+                                   older requests go nowhere */
     bool needs_reset;           /* the ring is broken: no more requests */
+    uint8_t config[VBLK_CONFIG_SIZE];
     uint64_t faults;            /* malformed requests seen */
     enum virtq_fault last_fault;
 };
@@ -100,7 +105,13 @@ void vblk_config(const struct vblk *d, uint8_t out[VBLK_CONFIG_SIZE]);
 unsigned vblk_notify(struct vblk *d);
 
 /* The backend finished r: result 0, or a negative errno (the guest sees
- * VIRTIO_BLK_S_IOERR).  Frees r. */
+ * VIRTIO_BLK_S_IOERR).  Frees r.  A request from before a reset of the
+ * device is only freed: its queue and buffers are no longer the guest's
+ * to be written. */
 void vblk_req_done(struct vblk_req *r, int result);
+
+/* The device as the virtio-mmio transport sees it (features, the
+ * configuration space, its queue, notify, reset). */
+void vblk_virtio_device(struct vblk *d, struct vmmio_device *out);
 
 #endif

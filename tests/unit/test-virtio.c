@@ -6,13 +6,17 @@
  * lengths, indirect descriptors, buffers out of order, broken rings).
  * The device must answer each with the right status, never touch memory
  * outside the guest's or the disk outside its range, and go on serving.
- * The disk is memory; the backend completes at once.
+ * The disk is memory; the backend completes at once.  Then the same
+ * device behind the virtio-mmio transport, driven through its registers
+ * the way Linux's virtio_mmio driver does, and with the accesses a
+ * hostile guest could make.
  */
 #include <errno.h>
 #include <stdlib.h>
 
 #include "helpers.h"
 #include "blk.h"
+#include "mmio.h"
 
 #define GUEST_MEM  (1u << 20)
 #define QSIZE      16u
@@ -394,6 +398,184 @@ static void test_config(void **state)
     assert_false(f & 1ull << VIRTIO_BLK_F_WRITE_ZEROES);
 }
 
+/* ------------------------------------------------------------------ */
+/* The virtio-mmio transport                                           */
+
+struct wired {
+    struct guest *g;
+    struct vmmio t;
+    bool line;
+    unsigned raised;
+};
+
+static void line(void *opaque, bool level)
+{
+    struct wired *w = opaque;
+
+    w->raised += level && !w->line;
+    w->line = level;
+}
+
+static void used_irq(void *opaque)
+{
+    vmmio_used(&((struct wired *)opaque)->t);
+}
+
+static void wire(struct guest *g, struct wired *w)
+{
+    memset(w, 0, sizeof(*w));
+    w->g = g;
+    w->t.mem = &g->mem;
+    w->t.irq = line;
+    w->t.irq_opaque = w;
+    vblk_virtio_device(&g->dev, &w->t.dev);
+    g->dev.interrupt = used_irq;
+    g->dev.irq_opaque = w;
+    memset(&g->dev.vq, 0, sizeof(g->dev.vq));   /* the driver sets it up */
+}
+
+static uint32_t rd(struct wired *w, uint64_t off)
+{
+    return (uint32_t)vmmio_read(&w->t, off, 4);
+}
+
+static void wr(struct wired *w, uint64_t off, uint32_t v)
+{
+    vmmio_write(&w->t, off, 4, v);
+}
+
+/* The driver's start-up (virtio 1.x, 3.1.1); returns the status read
+ * back after FEATURES_OK. */
+static uint32_t bring_up(struct wired *w, uint64_t accept, uint32_t qnum)
+{
+    uint64_t offered;
+
+    wr(w, VIRTIO_MMIO_STATUS, 0);
+    wr(w, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE);
+    wr(w, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER);
+    wr(w, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 0);
+    offered = rd(w, VIRTIO_MMIO_DEVICE_FEATURES);
+    wr(w, VIRTIO_MMIO_DEVICE_FEATURES_SEL, 1);
+    offered |= (uint64_t)rd(w, VIRTIO_MMIO_DEVICE_FEATURES) << 32;
+    assert_int_equal(offered, vblk_features(&w->g->dev));
+    wr(w, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 0);
+    wr(w, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)accept);
+    wr(w, VIRTIO_MMIO_DRIVER_FEATURES_SEL, 1);
+    wr(w, VIRTIO_MMIO_DRIVER_FEATURES, (uint32_t)(accept >> 32));
+    wr(w, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                              VIRTIO_STATUS_FEATURES_OK);
+    if (!(rd(w, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_FEATURES_OK))
+        return rd(w, VIRTIO_MMIO_STATUS);
+    wr(w, VIRTIO_MMIO_QUEUE_SEL, 0);
+    assert_int_equal(rd(w, VIRTIO_MMIO_QUEUE_READY), 0);
+    assert_true(rd(w, VIRTIO_MMIO_QUEUE_NUM_MAX) >= QSIZE);
+    wr(w, VIRTIO_MMIO_QUEUE_NUM, qnum);
+    wr(w, VIRTIO_MMIO_QUEUE_DESC_LOW, DESC_GPA);
+    wr(w, VIRTIO_MMIO_QUEUE_DESC_HIGH, 0);
+    wr(w, VIRTIO_MMIO_QUEUE_DRIVER_LOW, AVAIL_GPA);
+    wr(w, VIRTIO_MMIO_QUEUE_DRIVER_HIGH, 0);
+    wr(w, VIRTIO_MMIO_QUEUE_DEVICE_LOW, USED_GPA);
+    wr(w, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, 0);
+    wr(w, VIRTIO_MMIO_QUEUE_READY, 1);
+    wr(w, VIRTIO_MMIO_STATUS, VIRTIO_STATUS_ACKNOWLEDGE | VIRTIO_STATUS_DRIVER |
+                              VIRTIO_STATUS_FEATURES_OK | VIRTIO_STATUS_DRIVER_OK);
+    return rd(w, VIRTIO_MMIO_STATUS);
+}
+
+static void test_mmio(void **state)
+{
+    struct guest *g = *state;
+    uint64_t accept = 1ull << VIRTIO_F_VERSION_1 | 1ull << VIRTIO_BLK_F_FLUSH;
+    struct wired w;
+
+    wire(g, &w);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_MAGIC_VALUE), VIRTIO_MMIO_MAGIC);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_VERSION), 2);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_DEVICE_ID), 2);
+    assert_true(bring_up(&w, accept, QSIZE) & VIRTIO_STATUS_DRIVER_OK);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_QUEUE_READY), 1);
+    assert_int_equal(vmmio_driver_features(&w.t), accept);
+
+    /* The capacity, as Linux reads it: 32 bits at a time, and whole. */
+    assert_int_equal(vmmio_read(&w.t, VIRTIO_MMIO_CONFIG, 4), DISK / 512);
+    assert_int_equal(vmmio_read(&w.t, VIRTIO_MMIO_CONFIG + 4, 4), 0);
+    assert_int_equal(vmmio_read(&w.t, VIRTIO_MMIO_CONFIG, 8), DISK / 512);
+    assert_int_equal(vmmio_read(&w.t, VIRTIO_MMIO_CONFIG + VBLK_CONFIG_SIZE - 2, 4), 0);
+    assert_int_equal(vmmio_read(&w.t, 0xfff, 4), 0);
+
+    /* A read through the queue, a notify, the interrupt and its ack. */
+    header(g, HDR_GPA, VIRTIO_BLK_T_IN, 1);
+    desc(g, 0, HDR_GPA, 16, R | N, 1);
+    desc(g, 1, DATA_GPA, 512, W | N, 2);
+    desc(g, 2, STATUS_GPA, 1, W, 0);
+    vq_put16(gp(g, AVAIL_GPA + 4), 0);
+    vq_put16(gp(g, AVAIL_GPA + 2), 1);
+    wr(&w, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    assert_int_equal(vq_le16(gp(g, USED_GPA + 2)), 1);
+    assert_int_equal(status(g), VIRTIO_BLK_S_OK);
+    assert_memory_equal(gp(g, DATA_GPA), g->disk + 512, 512);
+    assert_true(w.line);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_INTERRUPT_STATUS), VIRTIO_MMIO_INT_VRING);
+    wr(&w, VIRTIO_MMIO_INTERRUPT_ACK, VIRTIO_MMIO_INT_VRING);
+    assert_false(w.line);
+
+    /* Queue addresses cannot change under a ready queue; notifying a
+     * queue that does not exist does nothing. */
+    wr(&w, VIRTIO_MMIO_QUEUE_DESC_LOW, 0xdead000);
+    assert_int_equal(g->dev.vq.desc, DESC_GPA);
+    wr(&w, VIRTIO_MMIO_QUEUE_NOTIFY, 7);
+    vmmio_write(&w.t, VIRTIO_MMIO_STATUS, 2, 0);        /* not 32 bits: ignored */
+    assert_true(rd(&w, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_DRIVER_OK);
+
+    /* A broken ring: the device needs a reset, says so with a config
+     * interrupt, and ignores notifies until the driver resets it. */
+    vq_put16(gp(g, AVAIL_GPA + 6), 99);
+    vq_put16(gp(g, AVAIL_GPA + 2), 2);
+    wr(&w, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    assert_true(rd(&w, VIRTIO_MMIO_STATUS) & VIRTIO_STATUS_DEVICE_NEEDS_RESET);
+    assert_true(rd(&w, VIRTIO_MMIO_INTERRUPT_STATUS) & VIRTIO_MMIO_INT_CONFIG);
+    wr(&w, VIRTIO_MMIO_STATUS, 0);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_STATUS), 0);
+    assert_false(g->dev.needs_reset);
+    assert_false(w.line);
+    assert_true(bring_up(&w, accept, QSIZE) & VIRTIO_STATUS_DRIVER_OK);
+}
+
+static void test_mmio_refusals(void **state)
+{
+    struct guest *g = *state;
+    struct wired w;
+
+    wire(g, &w);
+    /* Without VERSION_1, or with a feature not offered: FEATURES_OK does
+     * not stick. */
+    assert_false(bring_up(&w, 1ull << VIRTIO_BLK_F_FLUSH, QSIZE) &
+                 VIRTIO_STATUS_FEATURES_OK);
+    assert_false(bring_up(&w, 1ull << VIRTIO_F_VERSION_1 | 1ull << 40, QSIZE) &
+                 VIRTIO_STATUS_FEATURES_OK);
+    /* A queue size that is not a power of two, or above the maximum: the
+     * queue does not become ready. */
+    bring_up(&w, 1ull << VIRTIO_F_VERSION_1, 12);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_QUEUE_READY), 0);
+    bring_up(&w, 1ull << VIRTIO_F_VERSION_1, 4096);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_QUEUE_READY), 0);
+    /* Rings outside guest memory. */
+    bring_up(&w, 1ull << VIRTIO_F_VERSION_1, QSIZE);
+    wr(&w, VIRTIO_MMIO_QUEUE_READY, 0);
+    wr(&w, VIRTIO_MMIO_QUEUE_DEVICE_HIGH, 1);            /* used at 4 GiB + ... */
+    wr(&w, VIRTIO_MMIO_QUEUE_READY, 1);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_QUEUE_READY), 0);
+    /* Notify of a queue that is not ready: nothing happens. */
+    vq_put16(gp(g, AVAIL_GPA + 2), 1);
+    wr(&w, VIRTIO_MMIO_QUEUE_NOTIFY, 0);
+    assert_int_equal(vq_le16(gp(g, USED_GPA + 2)), 0);
+    /* Another queue than 0 does not exist. */
+    wr(&w, VIRTIO_MMIO_QUEUE_SEL, 3);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_QUEUE_NUM_MAX), 0);
+    wr(&w, VIRTIO_MMIO_QUEUE_READY, 1);
+    assert_int_equal(rd(&w, VIRTIO_MMIO_QUEUE_READY), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -404,6 +586,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_malformed, setup, teardown),
         cmocka_unit_test_setup_teardown(test_broken_ring, setup, teardown),
         cmocka_unit_test_setup_teardown(test_config, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mmio, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_mmio_refusals, setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
