@@ -19,6 +19,8 @@
 #   libvdisk/src/*.c          -> build/lib/libvdisk.a, build/lib/libvdisk.so
 #   formats/src/*.c           -> build/lib/libformats.a (image formats)
 #   vmm/*.c but main.c        -> build/lib/libvmm.a (the VMM's device models)
+#   tests/guest/*             -> build/guest/test-guest.bin (a freestanding
+#                                32-bit x86 guest for vdisk-vmm; gcc -m32, ld)
 #   vdisk-cli/*.c             -> build/bin/vdisk
 #   tests/{unit,model,crash}/test-NAME.c -> build/tests/test-NAME
 #                                (the folder's other .c files are shared helpers)
@@ -123,6 +125,14 @@ VMM_LIB_SRCS = $(filter-out vmm/main.c,$(wildcard vmm/*.c))
 VMM_A    = $(BUILD)/lib/libvmm.a
 VMM_DEP  = $(if $(VMM_LIB_SRCS),$(VMM_A))
 
+# The test guest: freestanding 32-bit x86, loaded and entered at
+# GUEST_LOAD by vdisk-vmm (--guest FILE --load ADDR).
+GUEST_LOAD  = 0x100000
+GUEST_SRCS  = $(wildcard tests/guest/*.c tests/guest/*.S)
+GUEST_BIN   = $(if $(GUEST_SRCS),$(BUILD)/guest/test-guest.bin)
+GUEST_CFLAGS = -m32 -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
+               -fno-asynchronous-unwind-tables -nostdlib -O2 $(WARN)
+
 CLI_SRCS = $(wildcard vdisk-cli/*.c)
 CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
 
@@ -169,10 +179,10 @@ FUZZ_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 # ---------------------------------------------------------------------------
 # Targets
 
-.PHONY: all lib cli daemon tests benchmarks fuzzers asan tsan deps test run bench fuzz \
+.PHONY: all lib cli daemon tests benchmarks fuzzers guest asan tsan deps test run bench fuzz \
         clean install uninstall
 
-all: lib cli daemon tests benchmarks
+all: lib cli daemon tests benchmarks guest
 
 lib: $(if $(LIB_SRCS),$(LIB_A) $(LIB_SO)) $(FMT_DEP)
 cli: $(CLI_BIN)
@@ -180,6 +190,7 @@ daemon: $(VDISKD_BIN)
 tests: $(TEST_BINS)
 benchmarks: $(BENCH_BINS)
 fuzzers: $(FUZZ_BINS)
+guest: $(GUEST_BIN)
 
 # The same rules again, parameterised by BUILD, with sanitizers on.
 asan:
@@ -263,6 +274,20 @@ $(BUILD)/bin/vdiskd: $(call objs,$(VDISKD_SRCS)) $(NBDS_DEP) $(LIB_DEP)
 # Test and benchmark programs.
 $(foreach d,$(TEST_DIRS),$(eval $(call programs,$(d),test-,$(BUILD)/tests,$(CMOCKA_LIBS))))
 $(eval $(call programs,tests/bench,,$(BUILD)/bench,-lm))
+
+# The test guest: its own flags, one flat binary.
+$(BUILD)/guest/%.o: tests/guest/%.c
+	@mkdir -p $(@D)
+	$(call quiet,CC,$@)$(CC) $(GUEST_CFLAGS) -c -o $@ $<
+$(BUILD)/guest/%.o: tests/guest/%.S
+	@mkdir -p $(@D)
+	$(call quiet,AS,$@)$(CC) -m32 -c -o $@ $<
+$(BUILD)/guest/test-guest.elf: $(patsubst tests/guest/%,$(BUILD)/guest/%.o,$(basename $(GUEST_SRCS))) \
+		tests/guest/guest.ld
+	$(call quiet,LD,$@)$(LD) -m elf_i386 --defsym GUEST_LOAD=$(GUEST_LOAD) \
+		-T tests/guest/guest.ld -o $@ $(filter %.o,$^)
+$(BUILD)/guest/test-guest.bin: $(BUILD)/guest/test-guest.elf
+	$(call quiet,OBJCOPY,$@)objcopy -O binary $< $@
 
 # Fuzzers: the library and the targets compiled again with clang.
 $(FUZZ_OBJ)/%.o: %.c
