@@ -505,18 +505,24 @@ static int not_readable(struct fmt_image *img)
 }
 
 /* ------------------------------------------------------------------ */
-/* Status                                                              */
+/* Walking the tables                                                  */
 /* ------------------------------------------------------------------ */
 
-static int qcow2_status(struct fmt_image *img, uint64_t off, uint64_t len,
-                        uint64_t *pnum, enum fmt_kind *kind)
+/* Called for each piece of a walk: [pos, next) lies in one subcluster (or
+ * is a whole L1 entry's range without an L2 table: m NULL) and holds kind;
+ * cstart is the start of its cluster.  Returns 0 to go on, 1 to stop, or
+ * a negative errno. */
+typedef int (*piece_fn)(void *opaque, uint64_t pos, uint64_t next, uint64_t cstart,
+                        const struct map *m, enum fmt_kind kind);
+
+/* Walks [off, end) through L1 and L2 in pieces (status and read share
+ * it).  Returns 0 or a negative errno. */
+static int walk(struct fmt_image *img, struct qcow2 *q, uint64_t off, uint64_t end,
+                piece_fn fn, void *opaque)
 {
-    struct qcow2 *q = img->priv;
     const unsigned l1_shift = q->cluster_bits + q->l2_bits;
-    const uint64_t end = off + len, l2_mask = (1ull << q->l2_bits) - 1;
-    enum fmt_kind first = FMT_UNALLOC;
+    const uint64_t l2_mask = (1ull << q->l2_bits) - 1;
     uint64_t pos = off;
-    bool have = false;
     int ret;
 
     if (!q->l1 && q->l1_size)
@@ -526,9 +532,9 @@ static int qcow2_status(struct fmt_image *img, uint64_t off, uint64_t len,
         const uint8_t *l2;
 
         if (!q->l1[l1i]) {  /* no L2 table: its whole range at once */
-            if (have && first != FMT_UNALLOC)
-                break;
-            have = true;
+            ret = fn(opaque, pos, l1_end, pos, NULL, FMT_UNALLOC);
+            if (ret)
+                return ret < 0 ? ret : 0;
             pos = l1_end;
             continue;
         }
@@ -545,19 +551,55 @@ static int qcow2_status(struct fmt_image *img, uint64_t off, uint64_t len,
                 return ret;
             while (pos < cend) {
                 unsigned sub = (unsigned)((pos - cstart) >> q->sub_bits);
-                enum fmt_kind k = sub_kind(&m, sub);
+                uint64_t next = MIN(cend, cstart + ((uint64_t)(sub + 1) << q->sub_bits));
 
-                if (have && k != first)
-                    goto done;
-                have = true;
-                first = k;
-                pos = MIN(cend, cstart + ((uint64_t)(sub + 1) << q->sub_bits));
+                ret = fn(opaque, pos, next, cstart, &m, sub_kind(&m, sub));
+                if (ret)
+                    return ret < 0 ? ret : 0;
+                pos = next;
             }
         }
     }
-done:
-    *pnum = pos - off;
-    *kind = first;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Status                                                              */
+/* ------------------------------------------------------------------ */
+
+struct status_walk {
+    bool have;
+    enum fmt_kind kind;
+    uint64_t end;           /* of the run so far */
+};
+
+/* Extends the run while the kind stays the same. */
+static int status_piece(void *opaque, uint64_t pos, uint64_t next, uint64_t cstart,
+                        const struct map *m, enum fmt_kind kind)
+{
+    struct status_walk *w = opaque;
+
+    (void)pos;
+    (void)cstart;
+    (void)m;
+    if (w->have && kind != w->kind)
+        return 1;
+    w->have = true;
+    w->kind = kind;
+    w->end = next;
+    return 0;
+}
+
+static int qcow2_status(struct fmt_image *img, uint64_t off, uint64_t len,
+                        uint64_t *pnum, enum fmt_kind *kind)
+{
+    struct status_walk w = { .kind = FMT_UNALLOC, .end = off };
+    int ret = walk(img, img->priv, off, off + len, status_piece, &w);
+
+    if (ret < 0)
+        return ret;
+    *pnum = w.end - off;
+    *kind = w.kind;
     return 0;
 }
 
@@ -632,78 +674,69 @@ static int run_flush(struct fmt_image *img, struct run *r)
     return ret;
 }
 
+struct read_walk {
+    struct fmt_image *img;
+    struct qcow2 *q;
+    uint8_t *out;           /* the caller's buffer, for guest offset off */
+    uint64_t off;
+    struct run r;           /* host-contiguous data not read yet */
+};
+
+/* Zeroes, inflated clusters, and data gathered into host-contiguous runs
+ * (one pread each). */
+static int read_piece(void *opaque, uint64_t pos, uint64_t next, uint64_t cstart,
+                      const struct map *m, enum fmt_kind kind)
+{
+    struct read_walk *w = opaque;
+    uint8_t *dst = w->out + (pos - w->off);
+    size_t n = (size_t)(next - pos);
+    uint64_t host;
+    int ret;
+
+    switch (kind) {
+    case FMT_UNALLOC:
+        return fmt_err(-EIO, "%s: read of guest offset 0x%" PRIx64 ", which is not data",
+                       w->img->path, pos);
+    case FMT_ZERO:
+        memset(dst, 0, n);
+        return 0;
+    case FMT_DATA:
+        break;
+    }
+    if (m->zentry) {
+        ret = inflate_cluster(w->img, w->q, m, cstart);
+        if (ret < 0)
+            return ret;
+        memcpy(dst, w->q->zout + (pos - cstart), n);
+        return 0;
+    }
+    host = m->host + (pos - cstart);
+    if (w->r.len && w->r.host + w->r.len == host && w->r.buf + w->r.len == dst) {
+        w->r.len += n;
+        return 0;
+    }
+    if (w->r.len && (ret = run_flush(w->img, &w->r)) < 0)
+        return ret;
+    w->r = (struct run){ .buf = dst, .host = host, .len = n };
+    return 0;
+}
+
 static int qcow2_read(struct fmt_image *img, void *buf, uint64_t off, size_t len)
 {
     struct qcow2 *q = img->priv;
-    const unsigned l1_shift = q->cluster_bits + q->l2_bits;
-    const uint64_t end = off + len, l2_mask = (1ull << q->l2_bits) - 1;
-    uint8_t *out = buf;
-    struct run r = { 0 };
-    uint64_t pos = off;
-    int ret;
+    struct read_walk w = { .img = img, .q = q, .out = buf, .off = off };
+    const uint64_t end = off + len;
+    int ret = walk(img, q, off, end, read_piece, &w);
 
-    if (!q->l1 && q->l1_size)
-        return not_readable(img);
-    while (pos < end) {
-        uint64_t l1i = pos >> l1_shift, l1_end = MIN(end, (l1i + 1) << l1_shift);
-        const uint8_t *l2;
-
-        if (!q->l1[l1i])
-            goto not_data;
-        ret = get_l2(img, q, l1i, &l2);
-        if (ret < 0)
-            return ret;
-        while (pos < l1_end) {
-            uint64_t cstart = pos >> q->cluster_bits << q->cluster_bits;
-            uint64_t cend = MIN(l1_end, cstart + q->cluster_size);
-            struct map m;
-
-            ret = decode(img, q, l2, (pos >> q->cluster_bits) & l2_mask, cstart, &m);
-            if (ret < 0)
-                return ret;
-            while (pos < cend) {
-                unsigned sub = (unsigned)((pos - cstart) >> q->sub_bits);
-                uint64_t next = MIN(cend, cstart + ((uint64_t)(sub + 1) << q->sub_bits));
-                uint8_t *dst = out + (pos - off);
-                size_t n = (size_t)(next - pos);
-                uint64_t host = m.host + (pos - cstart);
-
-                switch (sub_kind(&m, sub)) {
-                case FMT_UNALLOC:
-                    goto not_data;
-                case FMT_ZERO:
-                    memset(dst, 0, n);
-                    break;
-                case FMT_DATA:
-                    if (m.zentry) {
-                        ret = inflate_cluster(img, q, &m, cstart);
-                        if (ret < 0)
-                            return ret;
-                        memcpy(dst, q->zout + (pos - cstart), n);
-                    } else if (r.len && r.host + r.len == host && r.buf + r.len == dst) {
-                        r.len += n;
-                    } else {
-                        if (r.len && (ret = run_flush(img, &r)) < 0)
-                            return ret;
-                        r = (struct run){ .buf = dst, .host = host, .len = n };
-                    }
-                    break;
-                }
-                pos = next;
-            }
-        }
-    }
-    if (r.len && (ret = run_flush(img, &r)) < 0)
+    if (ret < 0)
+        return ret;
+    if (w.r.len && (ret = run_flush(img, &w.r)) < 0)
         return ret;
     /* The bytes past a size that is not a multiple of 512. */
     if (end > q->header_size)
-        memset(out + (MAX(off, q->header_size) - off), 0,
+        memset(w.out + (MAX(off, q->header_size) - off), 0,
                (size_t)(end - MAX(off, q->header_size)));
     return 0;
-
-not_data:
-    return fmt_err(-EIO, "%s: read of guest offset 0x%" PRIx64 ", which is not data",
-                   img->path, pos);
 }
 
 /* ------------------------------------------------------------------ */
