@@ -11,9 +11,12 @@
  * tests/integration/test-formats.sh.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 #include <zlib.h>
 
 #include "helpers.h"
@@ -29,84 +32,59 @@
 /* ------------------------------------------------------------------ */
 /* Helpers                                                             */
 
-static void put_be(uint8_t *p, uint64_t v, unsigned n)
+/* n-byte integers, big-endian (qcow2) or little-endian (VMDK). */
+static unsigned shift_of(unsigned i, unsigned n, bool be)
 {
-    for (unsigned i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * (n - 1 - i)));
+    return 8 * (be ? n - 1 - i : i);
 }
 
-static uint64_t get_be(const uint8_t *p, unsigned n)
+static void put_int(uint8_t *p, uint64_t v, unsigned n, bool be)
+{
+    for (unsigned i = 0; i < n; i++)
+        p[i] = (uint8_t)(v >> shift_of(i, n, be));
+}
+
+static uint64_t get_int(const uint8_t *p, unsigned n, bool be)
 {
     uint64_t v = 0;
 
     for (unsigned i = 0; i < n; i++)
-        v = v << 8 | p[i];
+        v |= (uint64_t)p[i] << shift_of(i, n, be);
     return v;
 }
 
-static void put_le(uint8_t *p, uint64_t v, unsigned n)
-{
-    for (unsigned i = 0; i < n; i++)
-        p[i] = (uint8_t)(v >> (8 * i));
-}
-
-static uint64_t get_le(const uint8_t *p, unsigned n)
-{
-    uint64_t v = 0;
-
-    for (unsigned i = n; i-- > 0;)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* Patches an n-byte big- or little-endian field of a file. */
-static void patch_be(const char *path, uint64_t off, uint64_t v, unsigned n)
+/* Patches, or reads, an n-byte field of a file. */
+static void patch_int(const char *path, uint64_t off, uint64_t v, unsigned n, bool be)
 {
     uint8_t b[8];
 
-    put_be(b, v, n);
+    put_int(b, v, n, be);
     patch_file(path, off, b, n);
 }
 
-static void patch_le(const char *path, uint64_t off, uint64_t v, unsigned n)
+static uint64_t file_int(const char *path, uint64_t off, unsigned n, bool be)
 {
     uint8_t b[8];
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
 
-    put_le(b, v, n);
-    patch_file(path, off, b, n);
+    assert_true(fd >= 0);
+    assert_int_equal(pread(fd, b, n, (off_t)off), n);
+    close(fd);
+    return get_int(b, n, be);
 }
 
-static uint64_t file_be(const char *path, uint64_t off, unsigned n)
-{
-    size_t len;
-    uint8_t *f = read_whole_file(path, &len);
-    uint64_t v;
-
-    assert_true(off + n <= len);
-    v = get_be(f + off, n);
-    free(f);
-    return v;
-}
-
-static uint64_t file_le(const char *path, uint64_t off, unsigned n)
-{
-    size_t len;
-    uint8_t *f = read_whole_file(path, &len);
-    uint64_t v;
-
-    assert_true(off + n <= len);
-    v = get_le(f + off, n);
-    free(f);
-    return v;
-}
+#define put_le(p, v, n)          put_int(p, v, n, false)
+#define patch_be(path, o, v, n)  patch_int(path, o, v, n, true)
+#define patch_le(path, o, v, n)  patch_int(path, o, v, n, false)
+#define file_be(path, o, n)      file_int(path, o, n, true)
+#define file_le(path, o, n)      file_int(path, o, n, false)
 
 static uint64_t file_len(const char *path)
 {
-    size_t len;
-    uint8_t *f = read_whole_file(path, &len);
+    struct stat st;
 
-    free(f);
-    return len;
+    assert_int_equal(stat(path, &st), 0);
+    return (uint64_t)st.st_size;
 }
 
 static bool all_zero(const uint8_t *p, size_t len)
