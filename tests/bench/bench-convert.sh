@@ -145,14 +145,17 @@ row() {
     vt=""
     qt=""
     i=0
+    # shellcheck disable=SC2086 # the argument lists are split on purpose
+    run_vdisk() { vt="$vt $(time_one "$WORK/out" "$VDISK" img convert $vargs "$WORK/out")"; }
+    # shellcheck disable=SC2086
+    run_qemu() { qt="$qt $(time_one "$WORK/out" qemu_convert $qargs "$WORK/out")"; }
     while [ "$i" -lt "$REPEAT" ]; do
-        # shellcheck disable=SC2086 # the argument lists are split on purpose
         if [ $((i % 2)) -eq 0 ]; then
-            vt="$vt $(time_one "$WORK/out" "$VDISK" img convert $vargs "$WORK/out")"
-            qt="$qt $(time_one "$WORK/out" qemu_convert $qargs "$WORK/out")"
+            run_vdisk
+            run_qemu
         else
-            qt="$qt $(time_one "$WORK/out" qemu_convert $qargs "$WORK/out")"
-            vt="$vt $(time_one "$WORK/out" "$VDISK" img convert $vargs "$WORK/out")"
+            run_qemu
+            run_vdisk
         fi
         i=$((i + 1))
     done
