@@ -13,22 +13,14 @@
 # Exit: 0 pass, 1 fail, 77 skip.
 set -u
 
-PY=/usr/bin/python3     # Debian's python3; the first one on PATH may differ
-
 . "$(dirname "$0")/lib/cli.sh"   # fail, skip, run, expect, json...
+cli_test_start
 
-: "${VDISK:?VDISK must name the vdisk binary}"
-: "${TESTDIR:?TESTDIR must name a fresh folder}"
-[ -x "$VDISK" ] || fail "VDISK=$VDISK is not an executable"
 command -v qemu-img >/dev/null 2>&1 || skip "qemu-img is not installed (qemu-utils)"
 command -v cmp >/dev/null 2>&1 || skip "cmp is not installed (diffutils)"
-[ -x "$PY" ] || skip "$PY is not installed"
 for tool in truncate dd head od awk du stat; do
     command -v $tool >/dev/null 2>&1 || skip "$tool is not installed"
 done
-
-SEED=${SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
-echo "seed: $SEED (SEED=$SEED replays this run)"
 
 # ---------------------------------------------------------------- helpers
 

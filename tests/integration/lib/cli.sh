@@ -1,8 +1,10 @@
 # lib/cli.sh - what the CLI tests (test-img-cli.sh, test-store-cli.sh,
 # test-formats.sh) share: running a command with its output captured, and
 # expectations on its status and output.  Sourced, not run (the runner runs
-# tests/integration/*.sh only).  The script sets W (a folder for the
-# captured output) and PY (Debian's python3) before calling these.
+# tests/integration/*.sh only).  The script calls cli_test_start first and
+# sets W (a folder for the captured output) before calling the others.
+
+PY=/usr/bin/python3     # Debian's python3; the first one on PATH may differ
 
 fail() {
     echo "FAIL: $*"
@@ -120,4 +122,16 @@ file_size() {
 
 disk_kb() {
     du -k "$1" | awk '{ print $1 }'
+}
+
+# cli_test_start: what every CLI test checks first (VDISK and TESTDIR from
+# tests/run-tests.sh, Debian's python3), and SEED, printed so that a run
+# can be replayed.
+cli_test_start() {
+    : "${VDISK:?VDISK must name the vdisk binary}"
+    : "${TESTDIR:?TESTDIR must name a fresh folder}"
+    [ -x "$VDISK" ] || fail "VDISK=$VDISK is not an executable"
+    [ -x "$PY" ] || skip "$PY is not installed"
+    SEED=${SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+    echo "seed: $SEED (SEED=$SEED replays this run)"
 }
