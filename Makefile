@@ -18,7 +18,9 @@
 # Sources are found by wildcard: adding a .c file needs no edit here.
 #   libvdisk/src/*.c          -> build/lib/libvdisk.a, build/lib/libvdisk.so
 #   formats/src/*.c           -> build/lib/libformats.a (image formats)
-#   vmm/*.c but main.c        -> build/lib/libvmm.a (the VMM's device models)
+#   vmm/*.c but main.c        -> build/lib/libvmm.a (the VMM's machine, devices,
+#                                accelerators, NBD disks, checkpoints)
+#   vmm/main.c + libvmm.a     -> build/bin/vdisk-vmm
 #   tests/guest/*             -> build/guest/test-guest.bin (a freestanding
 #                                32-bit x86 guest for vdisk-vmm; gcc -m32, ld)
 #   vdisk-cli/*.c             -> build/bin/vdisk
@@ -65,6 +67,12 @@ JANSSON_LIBS  := $(shell $(PKG_CONFIG) --libs jansson 2>/dev/null || echo -ljans
 
 ZLIB_LIBS     := $(shell $(PKG_CONFIG) --libs zlib 2>/dev/null || echo -lz)
 
+# The VMM: unicorn (the emulation accelerator) and libnbd (its disks).
+UNICORN_LIBS  := $(shell $(PKG_CONFIG) --libs unicorn 2>/dev/null || echo -lunicorn)
+LIBNBD_CFLAGS := $(shell $(PKG_CONFIG) --cflags libnbd 2>/dev/null)
+LIBNBD_LIBS   := $(shell $(PKG_CONFIG) --libs libnbd 2>/dev/null || echo -lnbd)
+VMM_LIBS      = $(UNICORN_LIBS) $(LIBNBD_LIBS) $(JANSSON_LIBS) -lpthread
+
 LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS) $(LMDB_LIBS) $(JANSSON_LIBS) $(ZLIB_LIBS)
 
 # ---------------------------------------------------------------------------
@@ -84,6 +92,7 @@ endif
 WARN      = -Wall -Wextra -Werror
 INCLUDES  = -Ilibvdisk/include -Ilibvdisk/src -Inbd-server/include -Iformats/include -Ivmm
 VD_CFLAGS = -std=gnu11 $(WARN) -D_GNU_SOURCE $(INCLUDES) $(CRYPTO_CFLAGS) $(JANSSON_CFLAGS) \
+            $(LIBNBD_CFLAGS) \
             $(CFLAGS) $(SANITIZE) -MMD -MP
 VD_LDFLAGS = $(LDFLAGS) $(SANITIZE)
 
@@ -124,6 +133,7 @@ FMT_DEP  = $(if $(FMT_SRCS),$(FMT_A))
 VMM_LIB_SRCS = $(filter-out vmm/main.c,$(wildcard vmm/*.c))
 VMM_A    = $(BUILD)/lib/libvmm.a
 VMM_DEP  = $(if $(VMM_LIB_SRCS),$(VMM_A))
+VMM_BIN  = $(if $(wildcard vmm/main.c),$(BUILD)/bin/vdisk-vmm)
 
 # The test guest: freestanding 32-bit x86, loaded and entered at
 # GUEST_LOAD by vdisk-vmm (--guest FILE --load ADDR).
@@ -172,21 +182,22 @@ ifneq ($(DUP_TESTS),)
 $(error test programs with the same name in two of $(TEST_DIRS): $(DUP_TESTS))
 endif
 
-ALL_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(VMM_LIB_SRCS) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
+ALL_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(wildcard vmm/*.c) $(CLI_SRCS) $(NBDS_SRCS) $(VDISKD_SRCS) \
            $(foreach d,$(TEST_DIRS) tests/bench,$(wildcard $(d)/*.c))
 FUZZ_SRCS = $(LIB_SRCS) $(FMT_SRCS) $(NBDS_SRCS) $(wildcard tests/fuzz/*.c)
 
 # ---------------------------------------------------------------------------
 # Targets
 
-.PHONY: all lib cli daemon tests benchmarks fuzzers guest asan tsan deps test run bench fuzz \
+.PHONY: all lib cli daemon vmm tests benchmarks fuzzers guest asan tsan deps test run bench fuzz \
         clean install uninstall
 
-all: lib cli daemon tests benchmarks guest
+all: lib cli daemon vmm tests benchmarks guest
 
 lib: $(if $(LIB_SRCS),$(LIB_A) $(LIB_SO)) $(FMT_DEP)
 cli: $(CLI_BIN)
 daemon: $(VDISKD_BIN)
+vmm: $(VMM_BIN)
 tests: $(TEST_BINS)
 benchmarks: $(BENCH_BINS)
 fuzzers: $(FUZZ_BINS)
@@ -194,7 +205,7 @@ guest: $(GUEST_BIN)
 
 # The same rules again, parameterised by BUILD, with sanitizers on.
 asan:
-	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli daemon tests
+	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli daemon vmm tests
 tsan:
 	$(MAKE) BUILD=$(BUILD)/tsan SAN=thread daemon
 
@@ -258,6 +269,10 @@ $(VMM_A): $(call objs,$(VMM_LIB_SRCS))
 	@rm -f $@
 	$(call quiet,AR,$@)$(AR) rcs $@ $^
 
+$(BUILD)/bin/vdisk-vmm: $(OBJ)/vmm/main.o $(VMM_A)
+	@mkdir -p $(@D)
+	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(VMM_LIBS)
+
 $(BUILD)/bin/vdisk: $(call objs,$(CLI_SRCS)) $(FMT_DEP) $(LIB_DEP)
 	@mkdir -p $(@D)
 	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
@@ -319,9 +334,10 @@ $(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o \
 # ---------------------------------------------------------------------------
 # Install
 
-install: lib cli daemon
+install: lib cli daemon vmm
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR)/pkgconfig $(DESTDIR)$(INCLUDEDIR)
 	install -m 755 $(BUILD)/bin/vdisk $(DESTDIR)$(BINDIR)/vdisk
+	install -m 755 $(BUILD)/bin/vdisk-vmm $(DESTDIR)$(BINDIR)/vdisk-vmm
 	install -m 755 $(BUILD)/bin/vdiskd $(DESTDIR)$(BINDIR)/vdiskd
 	install -d $(DESTDIR)$(LIBDIR)/systemd/system
 	sed -e 's|/usr/local/bin/|$(BINDIR)/|' vdiskd/vdiskd.service \
@@ -337,7 +353,7 @@ install: lib cli daemon
 	    libvdisk/libvdisk.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/libvdisk.pc
 
 uninstall:
-	rm -f $(DESTDIR)$(BINDIR)/vdisk $(DESTDIR)$(INCLUDEDIR)/vdisk.h \
+	rm -f $(DESTDIR)$(BINDIR)/vdisk $(DESTDIR)$(INCLUDEDIR)/vdisk.h $(DESTDIR)$(BINDIR)/vdisk-vmm \
 	      $(DESTDIR)$(BINDIR)/vdiskd $(DESTDIR)$(LIBDIR)/systemd/system/vdiskd.service \
 	      $(DESTDIR)$(LIBDIR)/libvdisk.a $(DESTDIR)$(LIBDIR)/libvdisk.so \
 	      $(DESTDIR)$(LIBDIR)/libvdisk.so.$(SOVERSION) \

@@ -17,6 +17,9 @@ PKGS="$PKGS qemu-system-x86"
 # NBD clients and peers for the daemon's tests and benchmarks: nbdinfo,
 # nbdcopy, nbdsh (libnbd), nbdkit, fio
 PKGS="$PKGS libnbd-bin python3-libnbd nbdkit fio"
+# vdisk-vmm: libnbd (its NBD client), unicorn (the emulation accelerator
+# for hosts without /dev/kvm)
+PKGS="$PKGS libnbd-dev libunicorn-dev"
 
 missing=""
 for p in $PKGS; do
