@@ -475,6 +475,7 @@ static int drain(struct vmm *v, int ms)
 static void checkpoint(struct vmm *v, const char *name, char *reply, size_t len)
 {
     struct vm *vm = &v->vm;
+    uint64_t bytes;
     char err[1024];
     int rc;
 
@@ -500,6 +501,7 @@ static void checkpoint(struct vmm *v, const char *name, char *reply, size_t len)
         return;
     }
     rc = ckpt_save(vm, &v->machine, &v->where, name, err, sizeof(err));
+    bytes = vm->console_bytes;          /* as the file has it: before resuming */
     vm_resume(vm);
     if (rc < 0) {
         fprintf(stderr, "vdisk-vmm: checkpoint %s: %s\n", name, err);
@@ -508,7 +510,7 @@ static void checkpoint(struct vmm *v, const char *name, char *reply, size_t len)
     }
     fprintf(stderr, "vdisk-vmm: checkpoint %s taken (%s/checkpoints/%s.vmstate)\n", name,
             v->store, name);
-    snprintf(reply, len, "ok checkpoint %s console-bytes %" PRIu64, name, vm->console_bytes);
+    snprintf(reply, len, "ok checkpoint %s console-bytes %" PRIu64, name, bytes);
 }
 
 static void on_command(void *opaque, const char *line, char *reply, size_t len)
