@@ -11,7 +11,19 @@
  *   3. writes PATTERN_BYTES of a pattern at PATTERN_OFFSET (the sector
  *      number and the text "vdisk-guest" in every sector), flushes, reads
  *      it back and checks it;
- *   4. prints "guest: done" and returns (start.S powers off).
+ *   4. loads code from the disk and runs it, twice at the same address with
+ *      different code: what the second call runs must be what the second
+ *      read brought (an emulator that cached the first translation fails);
+ *      then, if the device offers them, WRITE_ZEROES over the first half of
+ *      64 KiB of pattern at ZERO_OFFSET and DISCARD over the second, and
+ *      reads the zeroes back;
+ *   5. if the sector at SCRIPT_OFFSET starts with "VDGUEST1" and a step
+ *      count N (u32, little-endian): prints "guest: waiting for a key",
+ *      reads one byte from the console, then N times writes a 4 KiB block
+ *      at STEPS_OFFSET (made of the step, the key and the blocks before),
+ *      flushes and prints the step; then prints the checksum of the blocks
+ *      read back.  A test checkpoints the VM while it waits or steps;
+ *   6. prints "guest: done" and returns (start.S powers off).
  * Any failure prints "guest: FAILED ..." and returns at once.  The driver
  * polls the used ring: no interrupts are needed.
  */
@@ -24,6 +36,13 @@
 #define CHECK_BYTES     (1u << 20)
 #define PATTERN_OFFSET  (1u << 20)
 #define PATTERN_BYTES   (32u << 10)
+#define CODE_OFFSET     (2u << 20)
+#define ZERO_OFFSET     ((2u << 20) + (64u << 10))
+#define ZERO_BYTES      (64u << 10)
+#define SCRIPT_OFFSET   (3u << 20)
+#define STEPS_OFFSET    (4u << 20)
+#define STEP_BYTES      4096u
+#define MAX_STEPS       4096u
 #define QSIZE           8u
 #define CHUNK           (64u << 10)
 
@@ -114,7 +133,9 @@ static struct {
 } hdr;
 static volatile uint8_t status;
 static uint8_t buf[CHUNK] __attribute__((aligned(4096)));
+static uint8_t code[SECTOR] __attribute__((aligned(4096)));
 static uint16_t last_used;
+static uint32_t features;       /* the low 32 feature bits both sides took */
 
 static int fail(const char *what)
 {
@@ -136,8 +157,11 @@ static int blk_init(uint64_t *capacity)
     wr(0x014, 1);
     if (!(rd(0x010) & 1))                           /* VERSION_1 (bit 32) */
         return fail("the device does not offer VERSION_1");
+    wr(0x014, 0);
+    /* FLUSH, and DISCARD and WRITE_ZEROES when offered (not read-only). */
+    features = (1u << 9) | (rd(0x010) & ((1u << 13) | (1u << 14)));
     wr(0x024, 0);
-    wr(0x020, 1u << 9);                             /* FLUSH */
+    wr(0x020, features);
     wr(0x024, 1);
     wr(0x020, 1);                                   /* VERSION_1 */
     wr(0x070, 1 | 2 | 8);                           /* FEATURES_OK */
@@ -221,8 +245,118 @@ static void fill(uint8_t *p, uint32_t len, uint64_t first_sector)
         p[i] = pattern_at(first_sector + i / SECTOR, i % SECTOR);
 }
 
+/* Writes a routine that returns value (mov $value, %eax; ret) to the
+ * disk, reads it into code[] and calls it. */
+static int run_code_from_disk(uint32_t value, uint32_t *got)
+{
+    for (uint32_t i = 0; i < SECTOR; i++)
+        buf[i] = 0xcc;                              /* int3 */
+    buf[0] = 0xb8;
+    buf[1] = (uint8_t)value;
+    buf[2] = (uint8_t)(value >> 8);
+    buf[3] = (uint8_t)(value >> 16);
+    buf[4] = (uint8_t)(value >> 24);
+    buf[5] = 0xc3;
+    if (blk_request(1, CODE_OFFSET / SECTOR, buf, SECTOR) < 0 ||
+        blk_request(0, CODE_OFFSET / SECTOR, code, SECTOR) < 0)
+        return -1;
+    *got = ((uint32_t (*)(void))(uintptr_t)code)();
+    return 0;
+}
+
+static uint8_t getc_(void)
+{
+    while (!(inb(COM1 + 5) & 0x01))
+        ;
+    return inb(COM1);
+}
+
+/* WRITE_ZEROES (with unmap) over the first half of a pattern, DISCARD over
+ * the second; the first half must read back as zeroes. */
+static int zeroes(void)
+{
+    static struct {
+        uint64_t sector;
+        uint32_t num_sectors, flags;
+    } range __attribute__((aligned(16)));
+
+    if ((features & ((1u << 13) | (1u << 14))) != ((1u << 13) | (1u << 14))) {
+        puts_("guest: no WRITE_ZEROES or DISCARD offered\n");
+        return 0;
+    }
+    fill(buf, ZERO_BYTES, ZERO_OFFSET / SECTOR);
+    if (blk_request(1, ZERO_OFFSET / SECTOR, buf, ZERO_BYTES) < 0)
+        return fail("write before write-zeroes");
+    range.sector = ZERO_OFFSET / SECTOR;
+    range.num_sectors = ZERO_BYTES / 2 / SECTOR;
+    range.flags = 1;                                /* may unmap */
+    if (blk_request(13, 0, &range, sizeof(range)) < 0)
+        return fail("write-zeroes");
+    range.sector = (ZERO_OFFSET + ZERO_BYTES / 2) / SECTOR;
+    range.flags = 0;
+    if (blk_request(11, 0, &range, sizeof(range)) < 0)
+        return fail("discard");
+    if (blk_request(0, ZERO_OFFSET / SECTOR, buf, ZERO_BYTES / 2) < 0)
+        return fail("read after write-zeroes");
+    for (uint32_t i = 0; i < ZERO_BYTES / 2; i++)
+        if (buf[i] != 0)
+            return fail("write-zeroes left data");
+    puts_("guest: wrote zeroes and discarded, read the zeroes back\n");
+    return 0;
+}
+
+/* Step 5: the scripted writes, if the disk asks for them. */
+static int steps(uint64_t capacity)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    uint32_t n;
+    uint8_t key;
+
+    if (blk_request(0, SCRIPT_OFFSET / SECTOR, buf, SECTOR) < 0)
+        return fail("read the script sector");
+    if (buf[0] != 'V' || buf[1] != 'D' || buf[2] != 'G' || buf[3] != 'U' || buf[4] != 'E' ||
+        buf[5] != 'S' || buf[6] != 'T' || buf[7] != '1')
+        return 0;
+    n = (uint32_t)buf[8] | (uint32_t)buf[9] << 8 | (uint32_t)buf[10] << 16 |
+        (uint32_t)buf[11] << 24;
+    if (n > MAX_STEPS || capacity * SECTOR < STEPS_OFFSET + (uint64_t)n * STEP_BYTES)
+        return fail("bad step count");
+    puts_("guest: waiting for a key\n");
+    key = getc_();
+    puts_("guest: key ");
+    puthex(key, 2);
+    puts_("\n");
+    for (uint32_t i = 0; i < n; i++) {
+        /* Each block depends on the ones before: replaying from the middle
+         * gives the same blocks only if the state came back whole. */
+        for (uint32_t k = 0; k < STEP_BYTES; k++)
+            buf[k] = (uint8_t)((h >> (8 * (k % 8))) ^ key ^ k ^ i);
+        h = fnv1a(h, buf, STEP_BYTES);
+        if (blk_request(1, (STEPS_OFFSET + i * STEP_BYTES) / SECTOR, buf, STEP_BYTES) < 0)
+            return fail("write");
+        if (blk_request(4, 0, NULL, 0) < 0)
+            return fail("flush");
+        puts_("guest: step ");
+        putdec(i);
+        puts_(" ");
+        puthex(h, 16);
+        puts_("\n");
+    }
+    h = 0xcbf29ce484222325ull;
+    for (uint32_t i = 0; i < n; i++) {
+        if (blk_request(0, (STEPS_OFFSET + i * STEP_BYTES) / SECTOR, buf, STEP_BYTES) < 0)
+            return fail("read the steps back");
+        h = fnv1a(h, buf, STEP_BYTES);
+    }
+    puts_("guest: steps checksum ");
+    puthex(h, 16);
+    puts_("\n");
+    return 0;
+}
+
 int main(void)
 {
+    uint32_t got;
     uint64_t capacity = 0, bytes, h = 0xcbf29ce484222325ull;
 
     puts_("guest: hello\n");
@@ -265,6 +399,17 @@ int main(void)
     puts_(" bytes at ");
     putdec(PATTERN_OFFSET);
     puts_(", flushed, read back\n");
+
+    if (run_code_from_disk(0x11111111, &got) < 0 || got != 0x11111111)
+        return fail("code from the disk (first load)");
+    if (run_code_from_disk(0x22222222, &got) < 0 || got != 0x22222222)
+        return fail("code from the disk (second load ran the first's code)");
+    puts_("guest: ran code loaded from the disk, twice\n");
+    if (zeroes() < 0)
+        return 1;
+
+    if (steps(capacity) < 0)
+        return 1;
     puts_("guest: done\n");
     return 0;
 }

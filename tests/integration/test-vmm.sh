@@ -1,0 +1,329 @@
+#!/bin/sh
+# test-vmm.sh - vdisk-vmm end to end: the test guest (tests/guest/) boots
+# under the emulation accelerator (and under KVM where /dev/kvm opens) with
+# its disk a linked clone that vdiskd serves:
+#  - the guest's checksum of the disk's first MiB equals that of what
+#    nbdcopy reads; its writes (a pattern, code it loads back from the disk
+#    and runs) land in the clone and not in the template;
+#  - checkpoints: the guest is checkpointed while it waits for a key and
+#    again while it writes (the control socket); it writes more and
+#    powers off.  Restored from each checkpoint (disks rolled back by
+#    vdiskd), it carries on from there: its console output equals the first
+#    run's from the checkpoint on, and the disk ends up the same;
+#  - a checkpoint's mistakes (a bad or used name, a restore while a client
+#    holds the volume, a damaged file) are refused with a clear message;
+#  - a lost connection: vdiskd killed while the guest waits and started
+#    again; the guest's writes go through after the reconnect.  With the
+#    server gone for good, the guest sees I/O errors (not the VMM a crash);
+#    so it does with a server that fails every read (nbdkit's error filter);
+#  - bad options, unusable disks and guests that fault: clear errors, the
+#    registers printed, never a crash.
+# The ASan build of vdisk-vmm is used when there is one; any sanitizer
+# report fails the test.
+NBD_LIB=1
+. tests/integration/test-nbd-lib.sh
+need nbdcopy nbdkit
+[ -x "$PY" ] || skip "$PY is not installed"
+"$PY" -c 'import nbd' 2>/dev/null || skip "the nbd python module (python3-libnbd) is missing"
+
+if [ -n "${VMM:-}" ]; then
+    :
+elif [ -x "$BUILD/asan/bin/vdisk-vmm" ]; then
+    VMM=$BUILD/asan/bin/vdisk-vmm
+else
+    VMM=$BUILD/bin/vdisk-vmm
+fi
+[ -x "$VMM" ] || skip "no vdisk-vmm binary (run make)"
+GUEST=$BUILD/guest/test-guest.bin
+[ -f "$GUEST" ] || skip "no test guest at $GUEST (run make)"
+H=tests/integration/vmm.py
+W=$TESTDIR/w
+mkdir -p "$W"
+SEED=${SEED:-$(od -An -N4 -tu4 /dev/urandom | tr -d ' ')}
+echo "vdisk-vmm: $VMM, seed $SEED"
+CTL=$TESTDIR/vmm.sock
+VPID=
+
+cleanup_vmm() {
+    [ -n "$VPID" ] && kill -9 "$VPID" 2>/dev/null
+    cleanup
+}
+trap cleanup_vmm EXIT
+
+# Sanitizer reports of the VMM go to files of their own.
+vmm_env() {
+    ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}:log_path=$TESTDIR/vmm-asan" "$@"
+}
+
+check_sanitizers() {
+    for f in "$TESTDIR"/vmm-asan.*; do
+        [ -s "$f" ] || continue
+        cat "$f"
+        fail "a sanitizer reported errors in vdisk-vmm (above)"
+    done
+    ! grep -q -e 'runtime error:' -e 'Sanitizer' "$W/$1.err" ||
+        { cat "$W/$1.err"; fail "$1: sanitizer report"; }
+}
+
+# vmm NAME ARGS...: runs vdisk-vmm, stdin from /dev/null, output in
+# $W/NAME.out and $W/NAME.err, status in rc.
+vmm() {
+    name=$1
+    shift
+    vmm_env timeout 120 "$VMM" "$@" </dev/null >"$W/$name.out" 2>"$W/$name.err"
+    rc=$?
+    check_sanitizers "$name"
+}
+
+show() {
+    echo "---- $1 stdout:"
+    head -c 3000 "$W/$1.out"
+    echo "---- $1 stderr:"
+    head -c 3000 "$W/$1.err"
+    echo "----"
+}
+
+# vmm_start NAME ARGS...: in the background, stdin a FIFO we hold on fd 3.
+vmm_start() {
+    name=$1
+    shift
+    rm -f "$W/$name.in"
+    mkfifo "$W/$name.in"
+    vmm_env timeout 120 "$VMM" "$@" <"$W/$name.in" >"$W/$name.out" 2>"$W/$name.err" &
+    VPID=$!
+    exec 3>"$W/$name.in"
+}
+
+# vmm_wait NAME TEXT: until the guest printed TEXT.
+vmm_wait() {
+    "$PY" "$H" wait "$W/$1.out" "$2" 60 || { show "$1"; fail "$1: no '$2' from the guest"; }
+}
+
+# vmm_end NAME: closes its input and waits for it; status in rc.
+vmm_end() {
+    exec 3>&-
+    wait "$VPID"
+    rc=$?
+    VPID=
+    check_sanitizers "$1"
+}
+
+expect_ok_run() {
+    [ "$rc" = 0 ] || { show "$1"; fail "$1: vdisk-vmm exited $rc"; }
+    grep -q "^guest: done" "$W/$1.out" || { show "$1"; fail "$1: the guest did not finish"; }
+    grep -q "FAILED" "$W/$1.out" && { show "$1"; fail "$1: the guest failed"; }
+    grep -q "the guest powered off" "$W/$1.err" || { show "$1"; fail "$1: no power-off"; }
+}
+
+# ---- the store: a template with random data, a linked clone of it ----
+"$PY" "$H" randfile "$W/base.raw" $((8 << 20)) "$SEED" || fail "randfile"
+truncate -s 64M "$W/base.raw"
+vdisk import -f raw "$W/base.raw" base >/dev/null || fail "import"
+vdisk template create gold --from base >/dev/null || fail "template create"
+vdisk clone gold vm1 >/dev/null || fail "clone"
+vdisk clone gold vm2 >/dev/null || fail "clone vm2"
+vdisk clone gold vm3 >/dev/null || fail "clone vm3"
+start_daemon
+
+fnv_of() {
+    nbdcopy "$(uri "$1")" "$W/$1.read" || fail "nbdcopy $1"
+    "$PY" "$H" fnv "$W/$1.read" 1048576
+}
+
+# ---- 1. the guest under emu against the clone ----
+want=$(fnv_of vm1)
+vmm emu --accel emu --mem 64M --guest "$GUEST" --load 0x100000 --disk "$(uri vm1)"
+expect_ok_run emu
+grep -q "^guest: checksum 0+1048576 $want\$" "$W/emu.out" ||
+    { show emu; fail "the guest's checksum is not nbdcopy's ($want)"; }
+grep -q "^guest: disk 67108864 bytes" "$W/emu.out" || { show emu; fail "disk size"; }
+grep -q "^guest: ran code loaded from the disk, twice" "$W/emu.out" || { show emu; fail "code"; }
+grep -q "^guest: wrote zeroes and discarded" "$W/emu.out" || { show emu; fail "zeroes"; }
+# Both halves: vdiskd's TRIM in a delta hides the template's data too.
+"$PY" "$H" zero "$(uri vm1)" $(((2 << 20) + (64 << 10))) 65536 ||
+    fail "WRITE_ZEROES and DISCARD did not reach the volume"
+"$PY" "$H" pattern "$(uri vm1)" || fail "the guest's writes are not in the clone"
+"$PY" "$H" same "$(uri gold)" "$(uri vm2)" 0 $((4 << 20)) ||
+    fail "the template changed under its other clone"
+[ "$(fnv_of gold)" = "$want" ] || fail "the template's data changed"
+echo "emu: checksum $want, writes in the clone only"
+
+# The default accelerator: kvm where it opens, else emu with a notice.
+vmm default --mem 64M --guest "$GUEST" --load 0x100000 --disk "$(uri vm2)"
+expect_ok_run default
+if grep -q "using the emu accelerator" "$W/default.err"; then
+    echo "default accelerator: emu ($(grep -o 'KVM is not usable here ([^)]*)' "$W/default.err"))"
+else
+    echo "default accelerator: kvm"
+fi
+
+# ---- 2. checkpoints ----
+# ckpt_cycle ACCEL VOL STEPS TAG: the guest waits for a key, then writes
+# STEPS blocks, one flush each.  Checkpoint TAG1 while it waits, TAG2 while
+# it writes; then restore each and compare console and disk with the first
+# run's from the checkpoint on.
+ckpt_cycle() {
+    acc=$1 vol=$2 steps=$3 tag=$4
+    "$PY" "$H" script "$(uri "$vol")" "$steps" || fail "script sector"
+    vmm_start "${tag}run" --accel "$acc" --mem 64M --guest "$GUEST" --load 0x100000 \
+        --disk "$(uri "$vol")" --control "$CTL" --store "$STORE"
+    vmm_wait "${tag}run" "guest: waiting for a key"
+    r=$("$PY" "$H" ctl "$CTL" "checkpoint ${tag}1") || fail "control socket"
+    case $r in
+    "ok checkpoint ${tag}1 console-bytes "*) n1=${r##* } ;;
+    *) show "${tag}run"; fail "checkpoint ${tag}1: $r" ;;
+    esac
+    if [ "$tag" = c ]; then
+        r=$("$PY" "$H" ctl "$CTL" "checkpoint c1")
+        case $r in "error: checkpoint 'c1' exists already"*) ;; *) fail "a second c1: $r" ;; esac
+        r=$("$PY" "$H" ctl "$CTL" "checkpoint ../x")
+        case $r in "error: '../x' is not a valid checkpoint name"*) ;; *) fail "a bad name: $r" ;; esac
+        r=$("$PY" "$H" ctl "$CTL" "frobnicate")
+        case $r in "error: unknown command"*) ;; *) fail "an unknown command: $r" ;; esac
+    fi
+    # The key, then a checkpoint while the guest writes.
+    printf k >&3
+    vmm_wait "${tag}run" "guest: step 3 "
+    r2=$("$PY" "$H" ctl "$CTL" "checkpoint ${tag}2") || fail "control socket"
+    vmm_end "${tag}run"
+    expect_ok_run "${tag}run"
+    case $r2 in
+    "ok checkpoint ${tag}2 console-bytes "*) n2=${r2##* } ;;
+    *) show "${tag}run"; fail "checkpoint ${tag}2: $r2" ;;
+    esac
+    grep -q "^guest: step $((steps - 1)) " "$W/${tag}run.out" || fail "$acc: not every step written"
+    [ "$n2" -gt "$n1" ] || fail "${tag}2 ($n2) is not after ${tag}1 ($n1)"
+    before=$(head -c "$n2" "$W/${tag}run.out" | grep -c "^guest: step ")
+    echo "$acc: checkpoint ${tag}1 at console byte $n1 (waiting for the key), ${tag}2 at $n2 ($before of $steps steps written)"
+    nbdcopy "$(uri "$vol")" "$W/${tag}disk.raw" || fail "nbdcopy"
+    vdisk snapshot list "$vol" >"$W/snaps" || fail "snapshot list"
+    grep -q " ${tag}1 " "$W/snaps" && grep -q " ${tag}2 " "$W/snaps" || { cat "$W/snaps"; fail "snapshots"; }
+    [ -f "$STORE/checkpoints/${tag}1.vmstate" ] || fail "no checkpoint file"
+
+    # From the first: the guest waits for its key again, then does what it
+    # did.  From the second: in the middle of the writes, no input needed.
+    for k in 1 2; do
+        res=${tag}res$k
+        if [ $k = 1 ]; then
+            n=$n1
+            vmm_start "$res" --restore "${tag}1" --store "$STORE"
+            printf k >&3
+            vmm_end "$res"
+        else
+            n=$n2
+            vmm "$res" --restore "${tag}2" --store "$STORE"
+        fi
+        expect_ok_run "$res"
+        grep -q "restored checkpoint ${tag}$k" "$W/$res.err" || { show "$res"; fail "$res: not restored"; }
+        tail -c +$((n + 1)) "$W/${tag}run.out" >"$W/$res.want"
+        cmp "$W/$res.want" "$W/$res.out" || { show "$res"; fail "restored from ${tag}$k, the console differs"; }
+        nbdcopy "$(uri "$vol")" "$W/$res.disk" || fail "nbdcopy"
+        cmp "$W/${tag}disk.raw" "$W/$res.disk" || fail "restored from ${tag}$k, the disk differs"
+    done
+    echo "$acc: restored from both, console and disk equal the first run's"
+}
+ckpt_cycle emu vm1 200 c
+
+# Refusals: a client holds the volume; an unknown checkpoint; a damaged file.
+"$PY" -c "
+import nbd, sys, time
+h = nbd.NBD(); h.connect_uri(sys.argv[1]); time.sleep(20)" "$(uri vm1)" &
+HOLDER=$!
+sleep 0.5
+vmm busy --restore c1 --store "$STORE"
+kill $HOLDER 2>/dev/null
+wait $HOLDER 2>/dev/null
+[ "$rc" = 1 ] && grep -q "in use by 1 NBD client" "$W/busy.err" ||
+    { show busy; fail "a restore under a connected client was not refused"; }
+vmm nosuch --restore nosuch --store "$STORE"
+[ "$rc" = 1 ] && grep -q "no checkpoint 'nosuch'" "$W/nosuch.err" || { show nosuch; fail "unknown checkpoint"; }
+cp "$STORE/checkpoints/c1.vmstate" "$STORE/checkpoints/bad.vmstate"
+printf 'garbage' | dd of="$STORE/checkpoints/bad.vmstate" bs=1 seek=4100 conv=notrunc 2>/dev/null
+vmm bad --restore bad --store "$STORE"
+[ "$rc" = 1 ] && grep -q "damaged" "$W/bad.err" || { show bad; fail "a damaged checkpoint"; }
+truncate -s 100 "$STORE/checkpoints/bad.vmstate"
+vmm bad2 --restore bad --store "$STORE"
+[ "$rc" = 1 ] && grep -q "not a vdisk-vmm checkpoint\|damaged" "$W/bad2.err" || { show bad2; fail "a truncated checkpoint"; }
+echo "checkpoint refusals: ok"
+
+# ---- 3. a lost connection ----
+"$PY" "$H" script "$(uri vm2)" 20 || fail "script sector"
+vmm_start lost --accel emu --mem 64M --guest "$GUEST" --load 0x100000 --disk "$(uri vm2)"
+vmm_wait lost "guest: waiting for a key"
+kill_daemon
+start_daemon
+printf k >&3
+vmm_end lost
+expect_ok_run lost
+grep -q "connection lost" "$W/lost.err" && grep -q "reconnected after" "$W/lost.err" ||
+    { show lost; fail "no reconnect"; }
+echo "reconnect: $(grep reconnected "$W/lost.err")"
+
+vmm_start gone --accel emu --mem 64M --guest "$GUEST" --load 0x100000 --disk "$(uri vm2)" \
+    --reconnect-timeout 1
+vmm_wait gone "guest: waiting for a key"
+kill_daemon
+printf k >&3
+vmm_end gone
+[ "$rc" = 0 ] && grep -q "^guest: FAILED write" "$W/gone.out" &&
+    grep -q "still unreachable" "$W/gone.err" || { show gone; fail "a server gone for good"; }
+echo "server gone: the guest saw an I/O error"
+start_daemon
+
+# A server that fails every read: the guest gets VIRTIO_BLK_S_IOERR.
+nbdkit -U "$TESTDIR/err.sock" -P "$TESTDIR/err.pid" --filter=error memory 64M \
+    error-pread=EIO error-pread-rate=100% || fail "nbdkit"
+vmm ioerr --accel emu --mem 64M --guest "$GUEST" --load 0x100000 \
+    --disk "nbd+unix:///?socket=$TESTDIR/err.sock"
+kill "$(cat "$TESTDIR/err.pid")"
+[ "$rc" = 0 ] && grep -q "^guest: FAILED read" "$W/ioerr.out" || { show ioerr; fail "read errors"; }
+echo "read errors reach the guest as I/O errors"
+
+# ---- 4. bad options, disks and guests ----
+for args in "" "--guest $GUEST" "--accel bogus --guest $GUEST --load 0x100000" \
+            "--mem 1G3 --guest $GUEST --load 0x100000" "--kernel x --guest $GUEST --load 1" \
+            "--restore c1 --guest $GUEST --load 0x100000" "--cpus 0 --guest $GUEST --load 1"; do
+    # shellcheck disable=SC2086
+    vmm usage $args
+    [ "$rc" = 2 ] || { show usage; fail "'$args' is not a usage error"; }
+done
+vmm nodisk --accel emu --guest "$GUEST" --load 0x100000 --disk "nbd+unix:///vm1?socket=$TESTDIR/none"
+[ "$rc" = 1 ] && grep -q "cannot connect" "$W/nodisk.err" || { show nodisk; fail "an unreachable disk"; }
+vmm noexport --accel emu --guest "$GUEST" --load 0x100000 --disk "$(uri nosuch)"
+[ "$rc" = 1 ] || { show noexport; fail "an unknown export"; }
+vmm toohigh --accel emu --mem 8M --guest "$GUEST" --load 0x7fff00
+[ "$rc" = 1 ] && grep -q "do not fit" "$W/toohigh.err" || { show toohigh; fail "a guest past RAM"; }
+vmm twocpu --accel emu --cpus 2 --guest "$GUEST" --load 0x100000
+[ "$rc" = 1 ] && grep -q "one vCPU" "$W/twocpu.err" || { show twocpu; fail "emu with 2 vCPUs"; }
+printf '\017\013' >"$W/ud2.bin"                 # ud2
+vmm ud2 --accel emu --mem 8M --guest "$W/ud2.bin" --load 0x100000
+[ "$rc" = 1 ] && grep -q "rip 0000000000100000\|eip 0x100000" "$W/ud2.err" &&
+    grep -q "registers" "$W/ud2.err" || { show ud2; fail "an invalid instruction"; }
+printf '\373\364' >"$W/sti-hlt.bin"             # sti; hlt
+vmm stihlt --accel emu --mem 8M --guest "$W/sti-hlt.bin" --load 0x100000
+[ "$rc" = 1 ] && grep -q "interrupts enabled" "$W/stihlt.err" || { show stihlt; fail "sti; hlt"; }
+printf '\372\364' >"$W/cli-hlt.bin"             # cli; hlt: power-off
+vmm clihlt --accel emu --mem 8M --guest "$W/cli-hlt.bin" --load 0x100000
+[ "$rc" = 0 ] && grep -q "powered off" "$W/clihlt.err" || { show clihlt; fail "cli; hlt"; }
+echo "bad options, disks and guests: ok"
+
+# ---- 5. KVM, where /dev/kvm opens ----
+vmm kvm --accel kvm --mem 64M --guest "$GUEST" --load 0x100000 --disk "$(uri vm3)"
+if grep -q -e "--accel kvm: " "$W/kvm.err"; then
+    echo "SKIP (part): KVM: $(head -n 1 "$W/kvm.err")"
+else
+    expect_ok_run kvm
+    grep -q "^guest: checksum 0+1048576 $want\$" "$W/kvm.out" || { show kvm; fail "kvm: checksum"; }
+    "$PY" "$H" pattern "$(uri vm3)" || fail "kvm: the guest's writes are not in the clone"
+    vmm kvmud2 --accel kvm --mem 8M --guest "$W/ud2.bin" --load 0x100000
+    [ "$rc" = 1 ] && grep -q "registers" "$W/kvmud2.err" || { show kvmud2; fail "kvm: ud2"; }
+    vmm kvmhlt --accel kvm --mem 8M --guest "$W/cli-hlt.bin" --load 0x100000
+    [ "$rc" = 0 ] || { show kvmhlt; fail "kvm: cli; hlt"; }
+    echo "kvm: the guest ran, faults and halts handled"
+    ckpt_cycle kvm vm3 40 k
+fi
+
+stop_daemon
+vdisk check >"$W/check" 2>&1 || { cat "$W/check"; fail "vdisk check after the runs"; }
+echo "PASS"
+exit 0
