@@ -480,6 +480,12 @@ int ckpt_open(const struct ckpt_where *w, const char *name, struct ckpt *ck, cha
         rc = FAIL(-EINVAL, "%s: not a vdisk-vmm checkpoint", ck->path);
         goto fail;
     }
+    /* Reserved bytes are zero: a later version that uses them bumps the
+     * version, and garbage there means the header is not ours. */
+    if (vq_le32(hdr + 12) != 0 || !all_zero(hdr + 48, HEADER_SIZE - 48)) {
+        rc = FAIL(-EINVAL, "%s: damaged (its header's reserved bytes are not zero)", ck->path);
+        goto fail;
+    }
     if (vq_le32(hdr + 8) != VERSION) {
         rc = FAIL(-EINVAL, "%s: checkpoint version %u, this vdisk-vmm reads %u", ck->path,
                  vq_le32(hdr + 8), VERSION);
