@@ -60,6 +60,10 @@ struct vblk_req {
     struct iovec iov[VIRTQ_MAX_SEGS];   /* READ/WRITE: guest buffers */
     unsigned niov;
     void *backend_data;         /* the backend's, free to use */
+    /* The machine's, while the request waits for the device lock after
+     * its backend finished it (vm_complete). */
+    struct vblk_req *done_next;
+    int done_result;
     /* The device's. */
     uint32_t generation;        /* the device's when submitted */
     uint16_t head;

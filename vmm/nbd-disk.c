@@ -408,9 +408,8 @@ static void lost(struct ndisk *d, int64_t now)
     if (!d->down_since) {
         d->down_since = now;
         d->told_failing = false;
-        fprintf(stderr, "vdisk-vmm: disk %s: connection lost (%s); reconnecting for up to "
-                "%u ms\n", d->uri, nbd_get_error() ? nbd_get_error() : "server gone",
-                d->reconnect_ms);
+        fprintf(stderr, "vdisk-vmm: disk %s: connection lost; reconnecting, requests wait "
+                "up to %u ms\n", d->uri, d->reconnect_ms);
     }
 }
 
@@ -478,7 +477,11 @@ static int manage(struct ndisk *d, int64_t now)
                                                                : d->backoff_ms * 2;
         }
     }
-    return d->conn == WAITING ? (int)(d->next_try > now ? d->next_try - now : 0) : -1;
+    if (d->conn == WAITING)
+        return (int)(d->next_try > now ? d->next_try - now : 0);
+    /* A connecting handle is driven by its socket; look again now and then
+     * in case it has none to poll yet. */
+    return d->conn == CONNECTING ? 100 : -1;
 }
 
 /* Fails the waiting commands whose time is up (d->lock held): moved to

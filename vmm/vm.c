@@ -132,21 +132,11 @@ unsigned vm_inflight(struct vm *vm)
 
 void vm_complete(struct vm *vm, struct vblk_req *r, int result)
 {
-    struct vm_done *d = malloc(sizeof(*d));
-
-    /* With no memory to queue it, the request is failed on the spot by
-     * its owner's next pass: keep it simple and abort instead of losing
-     * a guest request silently. */
-    if (!d) {
-        fprintf(stderr, "vdisk-vmm: out of memory\n");
-        abort();
-    }
-    d->req = r;
-    d->result = result;
-    d->next = NULL;
+    r->done_result = result;
+    r->done_next = NULL;
     pthread_mutex_lock(&vm->done_lock);
-    *vm->done_tail = d;
-    vm->done_tail = &d->next;
+    *vm->done_tail = r;
+    vm->done_tail = &r->done_next;
     atomic_store(&vm->done_pending, true);
     pthread_mutex_unlock(&vm->done_lock);
     if (vm->accel->completes_on_vcpu)
@@ -156,7 +146,7 @@ void vm_complete(struct vm *vm, struct vblk_req *r, int result)
 
 void vm_run_completions(struct vm *vm, struct vcpu *c)
 {
-    struct vm_done *list, *next;
+    struct vblk_req *list, *next;
 
     if (!atomic_load(&vm->done_pending))
         return;
@@ -168,19 +158,16 @@ void vm_run_completions(struct vm *vm, struct vcpu *c)
     pthread_mutex_unlock(&vm->done_lock);
 
     pthread_mutex_lock(&vm->lock);
-    for (; list; list = next) {
-        struct vblk_req *r = list->req;
-
-        next = list->next;
+    for (struct vblk_req *r = list; r; r = next) {
+        next = r->done_next;
         /* A read put data where the guest may have code: whatever the
          * accelerator translated from there is stale. */
-        if (c && vm->accel->invalidate && r->op == VBLK_READ && list->result >= 0)
+        if (c && vm->accel->invalidate && r->op == VBLK_READ && r->done_result >= 0)
             for (unsigned i = 0; i < r->niov; i++)
                 vm->accel->invalidate(c, (uint64_t)((uint8_t *)r->iov[i].iov_base -
                                                     vm->mem.host),
                                       r->iov[i].iov_len);
-        vblk_req_done(r, list->result);
-        free(list);
+        vblk_req_done(r, r->done_result);
     }
     pthread_mutex_unlock(&vm->lock);
     /* Someone may wait for the disks to drain (vm_pause's callers). */
@@ -493,7 +480,7 @@ int vm_init(struct vm *vm, const struct vmm_accel *accel, uint64_t mem, unsigned
 
 void vm_destroy(struct vm *vm)
 {
-    struct vm_done *d, *next;
+    struct vblk_req *r, *next;
 
     if (vm->accel) {
         for (unsigned i = 0; i < vm->ncpus; i++)
@@ -502,10 +489,9 @@ void vm_destroy(struct vm *vm)
         if (vm->accel_data)
             vm->accel->destroy(vm);
     }
-    for (d = vm->done_head; d; d = next) {
-        next = d->next;
-        free(d->req);
-        free(d);
+    for (r = vm->done_head; r; r = next) {
+        next = r->done_next;
+        free(r);
     }
     if (vm->mem.host)
         munmap(vm->mem.host, vm->mem.size);

@@ -164,13 +164,6 @@ struct vm_disk {
     struct vm *vm;
 };
 
-/* A completion waiting for the device lock. */
-struct vm_done {
-    struct vblk_req *req;
-    int result;
-    struct vm_done *next;
-};
-
 struct vm {
     const struct vmm_accel *accel;
     void *accel_data;
@@ -188,7 +181,7 @@ struct vm {
 
     /* Completions queued by the backends (vm_complete). */
     pthread_mutex_t done_lock;
-    struct vm_done *done_head, **done_tail;
+    struct vblk_req *done_head, **done_tail;
     atomic_bool done_pending;
 
     /* The state, and the pause the loop asks of the vCPUs. */
