@@ -529,7 +529,9 @@ static void kvm_kick(struct vcpu *c)
     /* What the kicker changed before (vm.state, pause_req) is visible
      * before immediate_exit is (run() reads them in the other order). */
     atomic_thread_fence(memory_order_seq_cst);
-    k->run->immediate_exit = 1;
+    /* The kernel reads it too: atomic byte stores, so that the vCPU's own
+     * store and ours never tear or race. */
+    __atomic_store_n(&k->run->immediate_exit, 1, __ATOMIC_SEQ_CST);
     if (k->in_run)
         pthread_kill(k->thread, KICK_SIGNAL);
     pthread_mutex_unlock(&k->lock);
@@ -735,7 +737,7 @@ static enum vcpu_exit run_loop(struct vcpu *c)
         /* The access is completed by the next KVM_RUN, which then, with
          * immediate_exit, returns at once. */
         if (must_stop(vm))
-            r->immediate_exit = 1;
+            __atomic_store_n(&r->immediate_exit, 1, __ATOMIC_SEQ_CST);
     }
 }
 
@@ -758,7 +760,7 @@ static enum vcpu_exit kvm_run_vcpu(struct vcpu *c)
     k->in_run = true;
     pthread_mutex_unlock(&k->lock);
 
-    k->run->immediate_exit = 0;
+    __atomic_store_n(&k->run->immediate_exit, 0, __ATOMIC_SEQ_CST);
     atomic_thread_fence(memory_order_seq_cst);
     e = must_stop(c->vm) ? VCPU_EXIT_AGAIN : run_loop(c);
 

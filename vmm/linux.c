@@ -352,7 +352,7 @@ int vmm_load_linux(struct vm *vm, const char *kernel, const char *initrd, const 
                    struct vmm_cpu_state *s)
 {
     uint8_t *setup = NULL, *bp = NULL, *low, *dst;
-    struct kernel_info k;
+    struct kernel_info k = { 0 };
     uint64_t file_size;
     int fd, err;
 
