@@ -8,8 +8,10 @@
 #                    (scripts/run-daemon.sh; the CLI tour first: make run DEMO=1)
 #   make bench       install missing packages, build, run tests/bench/run-bench.sh
 #   make asan        the same build with ASan+UBSan, into build/asan/
-#   make tsan        vdiskd with ThreadSanitizer, into build/tsan/ (its
-#                    event loop threads share the store and the templates)
+#   make tsan        vdiskd and vdisk-vmm with ThreadSanitizer, into build/tsan/
+#                    (vdiskd's event loop threads share the store and the
+#                    templates; the VMM's vCPU threads and main loop share
+#                    the devices)
 #   make fuzzers     the libFuzzer targets (clang), into build/fuzz/
 #   make fuzz        a long fuzz run (tests/fuzz/run-fuzz.sh long)
 #   make install     PREFIX=/usr/local, DESTDIR= for staging
@@ -23,6 +25,8 @@
 #   vmm/main.c + libvmm.a     -> build/bin/vdisk-vmm
 #   tests/guest/*             -> build/guest/test-guest.bin (a freestanding
 #                                32-bit x86 guest for vdisk-vmm; gcc -m32, ld)
+#   tests/kernel/*            -> build/guest/fake-bzImage (a fake 64-bit kernel
+#                                for vdisk-vmm --kernel, in a bzImage of its own)
 #   vdisk-cli/*.c             -> build/bin/vdisk
 #   tests/{unit,model,crash}/test-NAME.c -> build/tests/test-NAME
 #                                (the folder's other .c files are shared helpers)
@@ -143,6 +147,15 @@ GUEST_BIN   = $(if $(GUEST_SRCS),$(BUILD)/guest/test-guest.bin)
 GUEST_CFLAGS = -m32 -ffreestanding -fno-pic -fno-pie -fno-stack-protector \
                -fno-asynchronous-unwind-tables -nostdlib -O2 $(WARN)
 
+# The fake kernel: freestanding x86-64 in a bzImage that kernel.ld lays
+# out (setup sectors, then the kernel linked at 0x100000), booted by
+# vdisk-vmm --kernel.  -mgeneral-regs-only lets it have interrupt handlers.
+KERNEL_SRCS  = $(wildcard tests/kernel/*.c tests/kernel/*.S)
+KERNEL_IMAGE = $(if $(KERNEL_SRCS),$(BUILD)/guest/fake-bzImage)
+KERNEL_OBJS  = $(patsubst tests/kernel/%,$(BUILD)/guest/kernel/%.o,$(basename $(KERNEL_SRCS)))
+KERNEL_CFLAGS = -m64 -ffreestanding -fno-pic -fno-pie -mno-red-zone -mgeneral-regs-only \
+                -fno-stack-protector -fno-asynchronous-unwind-tables -nostdlib -O2 $(WARN)
+
 CLI_SRCS = $(wildcard vdisk-cli/*.c)
 CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
 
@@ -201,13 +214,13 @@ vmm: $(VMM_BIN)
 tests: $(TEST_BINS)
 benchmarks: $(BENCH_BINS)
 fuzzers: $(FUZZ_BINS)
-guest: $(GUEST_BIN)
+guest: $(GUEST_BIN) $(KERNEL_IMAGE)
 
 # The same rules again, parameterised by BUILD, with sanitizers on.
 asan:
 	$(MAKE) BUILD=$(BUILD)/asan SAN=1 lib cli daemon vmm tests
 tsan:
-	$(MAKE) BUILD=$(BUILD)/tsan SAN=thread daemon
+	$(MAKE) BUILD=$(BUILD)/tsan SAN=thread daemon vmm
 
 deps:
 	sh scripts/install-deps.sh
@@ -302,6 +315,19 @@ $(BUILD)/guest/test-guest.elf: $(patsubst tests/guest/%,$(BUILD)/guest/%.o,$(bas
 	$(call quiet,LD,$@)$(LD) -m elf_i386 --defsym GUEST_LOAD=$(GUEST_LOAD) \
 		-T tests/guest/guest.ld -o $@ $(filter %.o,$^)
 $(BUILD)/guest/test-guest.bin: $(BUILD)/guest/test-guest.elf
+	$(call quiet,OBJCOPY,$@)objcopy -O binary $< $@
+
+# The fake kernel: objcopy of the linked image is the bzImage.
+$(BUILD)/guest/kernel/%.o: tests/kernel/%.c
+	@mkdir -p $(@D)
+	$(call quiet,CC,$@)$(CC) $(KERNEL_CFLAGS) -c -o $@ $<
+$(BUILD)/guest/kernel/%.o: tests/kernel/%.S
+	@mkdir -p $(@D)
+	$(call quiet,AS,$@)$(CC) -m64 -c -o $@ $<
+$(KERNEL_OBJS): $(wildcard tests/kernel/*.h)
+$(BUILD)/guest/fake-kernel.elf: $(KERNEL_OBJS) tests/kernel/kernel.ld
+	$(call quiet,LD,$@)$(LD) -m elf_x86_64 -T tests/kernel/kernel.ld -o $@ $(filter %.o,$^)
+$(BUILD)/guest/fake-bzImage: $(BUILD)/guest/fake-kernel.elf
 	$(call quiet,OBJCOPY,$@)objcopy -O binary $< $@
 
 # Fuzzers: the library and the targets compiled again with clang.

@@ -534,6 +534,26 @@ fail:
     return rc;
 }
 
+/* Whether vdiskd still counts NBD clients of volume (as an export). */
+static bool has_clients(struct vdc *c, const char *volume)
+{
+    json_t *exports = NULL, *e;
+    char why[256];
+    bool busy = false;
+    size_t k;
+
+    if (vdc_call(c, "query-exports", NULL, &exports, why, sizeof(why)) < 0)
+        return false;
+    json_array_foreach(exports, k, e) {
+        const char *n = json_string_value(json_object_get(e, "name"));
+
+        if (n && strcmp(n, volume) == 0 && json_integer_value(json_object_get(e, "connections")) > 0)
+            busy = true;
+    }
+    json_decref(exports);
+    return busy;
+}
+
 int ckpt_rollback(const struct ckpt *ck, const struct ckpt_where *w, char *err, size_t errlen)
 {
     const struct ckpt_machine *m = &ck->machine;
@@ -545,16 +565,23 @@ int ckpt_rollback(const struct ckpt *ck, const struct ckpt_where *w, char *err, 
     rc = vdc_open(w->vdiskd_socket, &c, err, errlen);
     if (rc < 0)
         return rc;
-    for (unsigned i = 0; i < m->ndisks; i++) {
-        json_t *args = json_pack("{s:s, s:s, s:b}", "volume", m->disks[i].volume,
-                                 "name", ck->name, "force", 0);
+    for (unsigned i = 0; i < m->ndisks && rc == 0; i++) {
         char why[512];
 
-        rc = vdc_call(c, "snapshot-rollback", args, NULL, why, sizeof(why));
-        if (rc < 0) {
-            ERR("rolling volume %s back to snapshot %s: %s", m->disks[i].volume, ck->name, why);
-            break;
+        /* A client that has just gone (the VMM that took the checkpoint,
+         * stopped a moment ago) may still be counted until vdiskd's loop
+         * sees its socket close: a few tries, then vdiskd's refusal. */
+        for (unsigned tries = 0;; tries++) {
+            json_t *args = json_pack("{s:s, s:s, s:b}", "volume", m->disks[i].volume,
+                                     "name", ck->name, "force", 0);
+
+            rc = vdc_call(c, "snapshot-rollback", args, NULL, why, sizeof(why));
+            if (rc == 0 || tries == 30 || !has_clients(c, m->disks[i].volume))
+                break;
+            usleep(100 * 1000);
         }
+        if (rc < 0)
+            ERR("rolling volume %s back to snapshot %s: %s", m->disks[i].volume, ck->name, why);
     }
     vdc_close(c);
     return rc;

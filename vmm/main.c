@@ -483,11 +483,6 @@ static void checkpoint(struct vmm *v, const char *name, char *reply, size_t len)
         snprintf(reply, len, "error: '%s' is not a valid checkpoint name", name);
         return;
     }
-    if (vm->irqchip) {
-        snprintf(reply, len, "error: checkpoints of kernel guests are not supported yet "
-                 "(flat guests only)");
-        return;
-    }
     vm_pause(vm);
     rc = drain(v, DRAIN_MS);
     if (rc < 0) {

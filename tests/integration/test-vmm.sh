@@ -17,9 +17,13 @@
 #    server gone for good, the guest sees I/O errors (not the VMM a crash);
 #    so it does with a server that fails every read (nbdkit's error filter);
 #  - bad options, unusable disks and guests that fault: clear errors, the
-#    registers printed, never a crash.
-# The ASan build of vdisk-vmm is used when there is one; any sanitizer
-# report fails the test.
+#    registers printed, never a crash;
+#  - under KVM: the fake kernel of tests/kernel/ booted with --kernel (the
+#    boot protocol, e820, command line, initrd, MP table, interrupts through
+#    the IOAPIC, 2 vCPUs), and checkpointed and restored while it halts.
+# The ASan build of vdisk-vmm is used when there is one, and the TSan build
+# (make tsan) runs a checkpoint cycle again; any sanitizer report fails the
+# test.
 NBD_LIB=1
 . tests/integration/test-nbd-lib.sh
 need nbdcopy nbdkit
@@ -295,6 +299,8 @@ vmm toohigh --accel emu --mem 8M --guest "$GUEST" --load 0x7fff00
 [ "$rc" = 1 ] && grep -q "do not fit" "$W/toohigh.err" || { show toohigh; fail "a guest past RAM"; }
 vmm twocpu --accel emu --cpus 2 --guest "$GUEST" --load 0x100000
 [ "$rc" = 1 ] && grep -q "one vCPU" "$W/twocpu.err" || { show twocpu; fail "emu with 2 vCPUs"; }
+vmm kemu --accel emu --kernel "$BUILD/guest/fake-bzImage"
+[ "$rc" = 1 ] && grep -q "needs --accel kvm" "$W/kemu.err" || { show kemu; fail "a kernel under emu"; }
 printf '\017\013' >"$W/ud2.bin"                 # ud2
 vmm ud2 --accel emu --mem 8M --guest "$W/ud2.bin" --load 0x100000
 [ "$rc" = 1 ] && grep -q "rip 0000000000100000\|eip 0x100000" "$W/ud2.err" &&
@@ -321,6 +327,85 @@ else
     [ "$rc" = 0 ] || { show kvmhlt; fail "kvm: cli; hlt"; }
     echo "kvm: the guest ran, faults and halts handled"
     ckpt_cycle kvm vm3 40 k
+
+    # The --kernel path, with the fake kernel (tests/kernel/): it checks the
+    # boot protocol, the e820 map, the command line's disk, the initrd (its
+    # checksum printed), the MP table, interrupts through the IOAPIC, and
+    # waits for a key on a received-data interrupt.  The key is sent at once:
+    # the UART holds it until the kernel asks for it.
+    KERNEL=$BUILD/guest/fake-bzImage
+    [ -f "$KERNEL" ] || fail "no fake kernel at $KERNEL (run make)"
+    "$PY" "$H" randfile "$W/initrd" 50000 "$SEED" || fail "randfile"
+    want_initrd=$("$PY" "$H" fnv "$W/initrd" 50000)
+    kernel_args="--accel kvm --cpus 2 --mem 128M --kernel $KERNEL --initrd $W/initrd"
+
+    # expect_kernel_run NAME: the fake kernel ran to its end and powered off.
+    expect_kernel_run() {
+        [ "$rc" = 0 ] || { show "$1"; fail "$1: vdisk-vmm exited $rc"; }
+        ! grep -q "FAILED" "$W/$1.out" || { show "$1"; fail "$1: the fake kernel failed"; }
+        grep -q "^fake-kernel: done, halting with interrupts off" "$W/$1.out" &&
+            grep -q "the guest powered off" "$W/$1.err" || { show "$1"; fail "$1: no power-off"; }
+    }
+
+    # shellcheck disable=SC2086
+    vmm_start kernel $kernel_args --cmdline 'console=ttyS0' --disk "$(uri vm3)"
+    printf k >&3
+    vmm_end kernel
+    expect_kernel_run kernel
+    for line in \
+        "long mode: efer " \
+        "boot_params at 0x7000: protocol 0x20c loader 0xff loadflags 0x81" \
+        "e820 0x100000-0x8000000 ram" \
+        "RAM top 0x8000000" \
+        "cmdline 'console=ttyS0 virtio_mmio.device=4K@0xd0000000:5'" \
+        "disk 0: virtio-mmio at 0xd0000000 irq 5, magic 0x74726976, block device of 67108864 bytes" \
+        "initrd 50000 bytes at 0x[0-9a-f]* fnv $want_initrd" \
+        "MP table at 0xf0000: 2 cpus, we are apic 0, ioapic id 2, isa irqs 0xffff (level 0x20)," \
+        "last RAM qword at 0x7fffff8 written and read back" \
+        "interrupt from the UART through IOAPIC pin 4" \
+        "got key 'k' by a received-data interrupt"; do
+        grep -q "^fake-kernel: $line" "$W/kernel.out" ||
+            { show kernel; fail "the fake kernel did not print '$line'"; }
+    done
+    echo "kvm: the fake kernel booted (2 vCPUs, initrd fnv $want_initrd, disk, IOAPIC interrupts)"
+
+    # A checkpoint of a kernel guest: KVM's interrupt controllers, the LAPICs
+    # and a vCPU never started (2 vCPUs).  The kernel is checkpointed while it
+    # halts, interrupts on, waiting for its key.
+    # shellcheck disable=SC2086
+    vmm_start kck $kernel_args --cmdline 'console=ttyS0' --disk "$(uri vm3)" \
+        --control "$W/kck.sock" --store "$STORE"
+    vmm_wait kck "fake-kernel: waiting for a key"
+    sleep 0.5
+    r=$("$PY" "$H" ctl "$W/kck.sock" "checkpoint kk1") || fail "control socket"
+    case $r in
+    "ok checkpoint kk1 console-bytes "*) nk=${r##* } ;;
+    *) show kck; fail "checkpoint kk1 of the fake kernel: $r" ;;
+    esac
+    printf k >&3
+    vmm_end kck
+    expect_kernel_run kck
+    vmm_start kres --restore kk1 --store "$STORE"
+    printf k >&3
+    vmm_end kres
+    expect_kernel_run kres
+    grep -q "restored checkpoint kk1" "$W/kres.err" || { show kres; fail "kres: not restored"; }
+    tail -c +$((nk + 1)) "$W/kck.out" >"$W/kck.after-k1"
+    cmp "$W/kck.after-k1" "$W/kres.out" ||
+        { show kres; fail "the fake kernel restored from kk1: the console differs"; }
+    echo "kvm: the fake kernel checkpointed while it waits, restored: the same console"
+fi
+
+# ---- 6. the threads under ThreadSanitizer (make tsan) ----
+if [ -x "$BUILD/tsan/bin/vdisk-vmm" ]; then
+    VMM=$BUILD/tsan/bin/vdisk-vmm
+    vdisk clone gold vm4 >/dev/null || fail "clone vm4"
+    TSAN_OPTIONS="halt_on_error=0:log_path=$TESTDIR/vmm-asan"
+    export TSAN_OPTIONS
+    ckpt_cycle emu vm4 30 t
+    echo "tsan: a checkpoint cycle under emu, no report"
+else
+    echo "SKIP (part): no ThreadSanitizer build of vdisk-vmm (make tsan)"
 fi
 
 stop_daemon
