@@ -8,6 +8,8 @@
  *   2. reads the first CHECK_BYTES of the disk (or the whole disk if it is
  *      smaller) and prints their FNV-1a 64 checksum, which a test compares
  *      with the same checksum of what nbdcopy reads;
+ *      then reads its first NSLOTS chunks again with every request in
+ *      flight at once, and checks they brought the same bytes;
  *   3. writes PATTERN_BYTES of a pattern at PATTERN_OFFSET (the sector
  *      number and the text "vdisk-guest" in every sector), flushes, reads
  *      it back and checks it;
@@ -43,7 +45,8 @@
 #define STEPS_OFFSET    (4u << 20)
 #define STEP_BYTES      4096u
 #define MAX_STEPS       4096u
-#define QSIZE           8u
+#define QSIZE           16u
+#define NSLOTS          4u      /* requests in flight at once: 3 descriptors each */
 #define CHUNK           (64u << 10)
 
 /* ---- port and MMIO access ---- */
@@ -130,9 +133,10 @@ static struct {
 static struct {
     uint32_t type, reserved;
     uint64_t sector;
-} hdr;
-static volatile uint8_t status;
+} hdrs[NSLOTS];
+static volatile uint8_t statuses[NSLOTS];
 static uint8_t buf[CHUNK] __attribute__((aligned(4096)));
+static uint8_t pbuf[NSLOTS][CHUNK] __attribute__((aligned(4096)));
 static uint8_t code[SECTOR] __attribute__((aligned(4096)));
 static uint16_t last_used;
 static uint32_t features;       /* the low 32 feature bits both sides took */
@@ -188,35 +192,57 @@ static int blk_init(uint64_t *capacity)
     return 0;
 }
 
-/* One request: header, optional data, status; waits for it. */
-static int blk_request(uint32_t type, uint64_t sector, void *data, uint32_t len)
+/* Puts a request in slot (descriptors 3*slot..3*slot+2): header, optional
+ * data, status.  The device hears of it at the next blk_kick. */
+static void blk_submit(unsigned slot, uint32_t type, uint64_t sector, void *data, uint32_t len)
 {
-    unsigned n = 0;
+    unsigned first = 3 * slot, n = first;
 
-    hdr.type = type;
-    hdr.reserved = 0;
-    hdr.sector = sector;
-    status = 0xff;
-    descs[n] = (struct desc){ (uint32_t)(uintptr_t)&hdr, sizeof(hdr), 1, 1 };
+    hdrs[slot].type = type;
+    hdrs[slot].reserved = 0;
+    hdrs[slot].sector = sector;
+    statuses[slot] = 0xff;
+    descs[n] = (struct desc){ (uint32_t)(uintptr_t)&hdrs[slot], sizeof(hdrs[0]), 1,
+                              (uint16_t)(n + 1) };
     n++;
     if (len) {
         descs[n] = (struct desc){ (uint32_t)(uintptr_t)data, len,
-                                  (uint16_t)(1 | (type == 0 ? 2 : 0)), 2 };
+                                  (uint16_t)(1 | (type == 0 ? 2 : 0)), (uint16_t)(n + 1) };
         n++;
     }
-    descs[n] = (struct desc){ (uint32_t)(uintptr_t)&status, 1, 2, 0 };
-    descs[n - 1].next = (uint16_t)n;
-    avail.ring[avail.idx % QSIZE] = 0;
+    descs[n] = (struct desc){ (uint32_t)(uintptr_t)&statuses[slot], 1, 2, 0 };
+    avail.ring[avail.idx % QSIZE] = (uint16_t)first;
     barrier();
     avail.idx++;
     barrier();
+}
+
+static void blk_kick(void)
+{
     wr(0x050, 0);                                   /* QueueNotify */
-    while (*(volatile uint16_t *)&used.idx == last_used)
+}
+
+/* Waits until the device used n more requests (in whatever order), then
+ * checks the statuses of slots 0..n-1. */
+static int blk_wait(unsigned n)
+{
+    while ((uint16_t)(*(volatile uint16_t *)&used.idx - last_used) < n)
         ;
-    last_used++;
+    last_used = (uint16_t)(last_used + n);
     barrier();
     wr(0x064, rd(0x060));                           /* ack the interrupt */
-    return status == 0 ? 0 : -1;
+    for (unsigned i = 0; i < n; i++)
+        if (statuses[i] != 0)
+            return -1;
+    return 0;
+}
+
+/* One request, waited for. */
+static int blk_request(uint32_t type, uint64_t sector, void *data, uint32_t len)
+{
+    blk_submit(0, type, sector, data, len);
+    blk_kick();
+    return blk_wait(1);
 }
 
 /* ---- the test ---- */
@@ -357,7 +383,7 @@ static int steps(uint64_t capacity)
 int main(void)
 {
     uint32_t got;
-    uint64_t capacity = 0, bytes, h = 0xcbf29ce484222325ull;
+    uint64_t capacity = 0, bytes, h = 0xcbf29ce484222325ull, h_first = 0;
 
     puts_("guest: hello\n");
     if (blk_init(&capacity) < 0)
@@ -373,12 +399,33 @@ int main(void)
         if (blk_request(0, off / SECTOR, buf, n) < 0)
             return fail("read");
         h = fnv1a(h, buf, n);
+        if (off + n == NSLOTS * CHUNK)
+            h_first = h;
     }
     puts_("guest: checksum 0+");
     putdec(bytes);
     puts_(" ");
     puthex(h, 16);
     puts_("\n");
+
+    /* The same first chunks again, all in flight at once: whatever order
+     * they complete in, each lands where it should. */
+    if (bytes >= NSLOTS * CHUNK) {
+        uint64_t hp = 0xcbf29ce484222325ull;
+
+        for (unsigned i = 0; i < NSLOTS; i++)
+            blk_submit(i, 0, i * (CHUNK / SECTOR), pbuf[i], CHUNK);
+        blk_kick();
+        if (blk_wait(NSLOTS) < 0)
+            return fail("reads in flight together");
+        for (unsigned i = 0; i < NSLOTS; i++)
+            hp = fnv1a(hp, pbuf[i], CHUNK);
+        if (hp != h_first)
+            return fail("reads in flight together brought other bytes");
+        puts_("guest: ");
+        putdec(NSLOTS);
+        puts_(" reads in flight at once read the same bytes\n");
+    }
 
     if (capacity * SECTOR < PATTERN_OFFSET + PATTERN_BYTES)
         return fail("disk too small for the pattern");

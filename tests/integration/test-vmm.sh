@@ -3,8 +3,9 @@
 # under the emulation accelerator (and under KVM where /dev/kvm opens) with
 # its disk a linked clone that vdiskd serves:
 #  - the guest's checksum of the disk's first MiB equals that of what
-#    nbdcopy reads; its writes (a pattern, code it loads back from the disk
-#    and runs) land in the clone and not in the template;
+#    nbdcopy reads, also with 4 reads in flight at once; its writes (a
+#    pattern, code it loads back from the disk and runs, zeroes, discards)
+#    land in the clone and not in the template;
 #  - checkpoints: the guest is checkpointed while it waits for a key and
 #    again while it writes (the control socket); it writes more and
 #    powers off.  Restored from each checkpoint (disks rolled back by
@@ -143,6 +144,8 @@ grep -q "^guest: checksum 0+1048576 $want\$" "$W/emu.out" ||
 grep -q "^guest: disk 67108864 bytes" "$W/emu.out" || { show emu; fail "disk size"; }
 grep -q "^guest: ran code loaded from the disk, twice" "$W/emu.out" || { show emu; fail "code"; }
 grep -q "^guest: wrote zeroes and discarded" "$W/emu.out" || { show emu; fail "zeroes"; }
+grep -q "^guest: 4 reads in flight at once read the same bytes" "$W/emu.out" ||
+    { show emu; fail "reads in flight together"; }
 # Both halves: vdiskd's TRIM in a delta hides the template's data too.
 "$PY" "$H" zero "$(uri vm1)" $(((2 << 20) + (64 << 10))) 65536 ||
     fail "WRITE_ZEROES and DISCARD did not reach the volume"

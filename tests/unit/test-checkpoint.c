@@ -8,8 +8,8 @@
  * where the damage is in a value any number may hold, loaded without
  * harm, never crashing (this test also runs under ASan+UBSan).
  *
- * The accelerator is a stand-in: its vCPU state is a few numbers, spelled
- * in JSON as the real ones spell theirs (state.h).  The machines have no
+ * The accelerator is a stand-in (fake-accel.c): its vCPU state is a few
+ * numbers, spelled in JSON as the real ones spell theirs.  The machines have no
  * NBD disks: a disk's device state is added to the description by hand,
  * since saving a real one needs vdiskd for its snapshot.
  */
@@ -23,162 +23,23 @@
 #include <jansson.h>
 
 #include "helpers.h"
+#include "fake-accel.h"
 #include "checkpoint.h"
 #include "state.h"
 #include "vm.h"
 
 #define MEM     (4ull << 20)
-#define NREGS   4
-
-/* ---- the stand-in accelerator ---- */
-
-struct fake_cpu {
-    uint64_t regs[NREGS];
-};
-
-static int fake_init(struct vm *vm)
-{
-    vm->accel_data = vm;
-    return 0;
-}
-
-static void fake_destroy(struct vm *vm)
-{
-    vm->accel_data = NULL;
-}
-
-static int fake_vcpu_init(struct vcpu *c)
-{
-    c->accel = calloc(1, sizeof(struct fake_cpu));
-    return c->accel ? 0 : -ENOMEM;
-}
-
-static void fake_vcpu_destroy(struct vcpu *c)
-{
-    free(c->accel);
-    c->accel = NULL;
-}
-
-static int fake_state(struct vcpu *c, struct vmm_cpu_state *s)
-{
-    (void)c;
-    memset(s, 0, sizeof(*s));
-    return 0;
-}
-
-static int fake_set_state(struct vcpu *c, const struct vmm_cpu_state *s)
-{
-    (void)c;
-    (void)s;
-    return 0;
-}
-
-static enum vcpu_exit fake_run(struct vcpu *c)
-{
-    (void)c;
-    return VCPU_EXIT_AGAIN;
-}
-
-static void fake_kick(struct vcpu *c)
-{
-    (void)c;
-}
-
-static void fake_irq(struct vm *vm, unsigned line, bool level)
-{
-    (void)vm;
-    (void)line;
-    (void)level;
-}
-
-static int fake_save_cpu(struct vcpu *c, void **out)
-{
-    struct fake_cpu *f = c->accel;
-    json_t *j = json_object();
-    char key[8];
-
-    for (unsigned i = 0; i < NREGS; i++) {
-        snprintf(key, sizeof(key), "r%u", i);
-        js_set_u64(j, key, f->regs[i]);
-    }
-    *out = j;
-    return 0;
-}
-
-static int fake_restore_cpu(struct vcpu *c, const void *json)
-{
-    struct fake_cpu *f = c->accel;
-    char key[8];
-
-    for (unsigned i = 0; i < NREGS; i++) {
-        snprintf(key, sizeof(key), "r%u", i);
-        if (js_get_u64(json, key, UINT64_MAX, &f->regs[i]))
-            return -EINVAL;
-    }
-    return 0;
-}
-
-static int fake_save_vm(struct vm *vm, void **out)
-{
-    json_t *j = json_object();
-
-    (void)vm;
-    js_set_u64(j, "clock", 0x1234);
-    *out = j;
-    return 0;
-}
-
-static int fake_restore_vm(struct vm *vm, const void *json)
-{
-    uint64_t v;
-
-    (void)vm;
-    return js_get_u64(json, "clock", UINT64_MAX, &v) || v != 0x1234 ? -EINVAL : 0;
-}
-
-static const struct vmm_accel fake_accel = {
-    .name = "test",
-    .init = fake_init,
-    .destroy = fake_destroy,
-    .vcpu_init = fake_vcpu_init,
-    .vcpu_destroy = fake_vcpu_destroy,
-    .set_state = fake_set_state,
-    .get_state = fake_state,
-    .run = fake_run,
-    .kick = fake_kick,
-    .set_irq = fake_irq,
-    .save_cpu = fake_save_cpu,
-    .restore_cpu = fake_restore_cpu,
-    .save_vm = fake_save_vm,
-    .restore_vm = fake_restore_vm,
-};
 
 /* ---- machines ---- */
 
-static void never_submit(void *opaque, struct vblk_req *r)
-{
-    (void)opaque;
-    (void)r;
-    fail_msg("a restored disk submitted a request");
-}
-
 static struct vm *new_vm(unsigned ndisks)
 {
-    struct vm *vm = malloc(sizeof(*vm));
-    struct vblk_backend b = { never_submit, NULL };
-
-    assert_non_null(vm);
-    assert_int_equal(vm_init(vm, &fake_accel, MEM, 1, false), 0);
-    vm->console_fd = -1;
-    for (unsigned i = 0; i < ndisks; i++)
-        assert_non_null(vm_add_disk(vm, 64ull << 20, false, "disk", b));
-    return vm;
+    return fake_vm_new(MEM, ndisks, false);
 }
 
 static void free_vm(struct vm *vm)
 {
-    vm_destroy(vm);
-    free(vm);
+    fake_vm_free(vm);
 }
 
 static struct ckpt_machine machine(void)
@@ -216,7 +77,7 @@ static struct vm *busy_vm(void)
     vm->uart.rx_head = 3;
     vm->uart.rx_len = 1;
     vm->console_bytes = 4242;
-    for (unsigned i = 0; i < NREGS; i++)
+    for (unsigned i = 0; i < FAKE_NREGS; i++)
         f->regs[i] = 0x1111111111111111ull * (i + 1);
     return vm;
 }
