@@ -154,7 +154,8 @@ KERNEL_SRCS  = $(wildcard tests/kernel/*.c tests/kernel/*.S)
 KERNEL_IMAGE = $(if $(KERNEL_SRCS),$(BUILD)/guest/fake-bzImage)
 KERNEL_OBJS  = $(patsubst tests/kernel/%,$(BUILD)/guest/kernel/%.o,$(basename $(KERNEL_SRCS)))
 KERNEL_CFLAGS = -m64 -ffreestanding -fno-pic -fno-pie -mno-red-zone -mgeneral-regs-only \
-                -fno-stack-protector -fno-asynchronous-unwind-tables -nostdlib -O2 $(WARN)
+                -fno-stack-protector -fno-asynchronous-unwind-tables -nostdlib -O2 $(WARN) \
+                -Ivmm   # vmm/mp-spec.h, the MP table's layout
 
 CLI_SRCS = $(wildcard vdisk-cli/*.c)
 CLI_BIN  = $(if $(CLI_SRCS),$(BUILD)/bin/vdisk)
@@ -324,7 +325,7 @@ $(BUILD)/guest/kernel/%.o: tests/kernel/%.c
 $(BUILD)/guest/kernel/%.o: tests/kernel/%.S
 	@mkdir -p $(@D)
 	$(call quiet,AS,$@)$(CC) -m64 -c -o $@ $<
-$(KERNEL_OBJS): $(wildcard tests/kernel/*.h)
+$(KERNEL_OBJS): $(wildcard tests/kernel/*.h) vmm/mp-spec.h
 $(BUILD)/guest/fake-kernel.elf: $(KERNEL_OBJS) tests/kernel/kernel.ld
 	$(call quiet,LD,$@)$(LD) -m elf_x86_64 -T tests/kernel/kernel.ld -o $@ $(filter %.o,$^)
 $(BUILD)/guest/fake-bzImage: $(BUILD)/guest/fake-kernel.elf

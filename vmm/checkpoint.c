@@ -62,112 +62,88 @@ static int ckpt_dir(const struct ckpt_where *w, char *buf, size_t len)
 
 /* ---- devices to JSON and back ---- */
 
+/* The UART's registers and receive FIFO; each bounded by what the chip
+ * can hold, so that a restored UART is one uart_read can serve. */
+static const struct js_field uart_fields[] = {
+    JS_FIELD(struct uart, ier, "ier", 0x0f),
+    JS_FIELD(struct uart, lcr, "lcr", 0xff),
+    JS_FIELD(struct uart, mcr, "mcr", 0x1f),
+    JS_FIELD(struct uart, scr, "scr", 0xff),
+    JS_FIELD(struct uart, fcr, "fcr", 0xff),
+    JS_FIELD(struct uart, dll, "dll", 0xff),
+    JS_FIELD(struct uart, dlm, "dlm", 0xff),
+    JS_FIELD(struct uart, thri_pending, "thri-pending", 1),
+    JS_FIELD(struct uart, rx_head, "rx-head", UART_FIFO - 1),
+    JS_FIELD(struct uart, rx_len, "rx-len", UART_FIFO),
+};
+
+/* A disk's queue (the device's side of it) and its transport registers. */
+static const struct js_field queue_fields[] = {
+    JS_FIELD(struct virtq, num, "queue-num", VIRTQ_MAX_SIZE),
+    JS_FIELD(struct virtq, desc, "queue-desc", UINT64_MAX),
+    JS_FIELD(struct virtq, avail, "queue-avail", UINT64_MAX),
+    JS_FIELD(struct virtq, used, "queue-used", UINT64_MAX),
+    JS_FIELD(struct virtq, ready, "queue-ready", 1),
+    JS_FIELD(struct virtq, last_avail, "queue-last-avail", 0xffff),
+    JS_FIELD(struct virtq, used_idx, "queue-used-idx", 0xffff),
+};
+static const struct js_field blk_fields[] = {
+    JS_FIELD(struct vblk, needs_reset, "needs-reset", 1),
+};
+static const struct js_field mmio_fields[] = {
+    JS_FIELD(struct vmmio, status, "status", 0xff),
+    JS_FIELD(struct vmmio, dev_features_sel, "device-features-sel", UINT32_MAX),
+    JS_FIELD(struct vmmio, drv_features_sel, "driver-features-sel", UINT32_MAX),
+    JS_FIELD(struct vmmio, queue_sel, "queue-sel", UINT32_MAX),
+    JS_FIELD(struct vmmio, driver_features, "driver-features", UINT64_MAX),
+    JS_FIELD(struct vmmio, int_status, "interrupt-status", 3),
+    JS_FIELD(struct vmmio, config_generation, "config-generation", UINT32_MAX),
+};
+#define NFIELDS(a) (sizeof(a) / sizeof((a)[0]))
+
 static int save_uart(const struct uart *u, json_t *j)
 {
-    int err = js_set_u64(j, "ier", u->ier);
+    int err = js_save_fields(j, u, uart_fields, NFIELDS(uart_fields));
 
-    err = err ? err : js_set_u64(j, "lcr", u->lcr);
-    err = err ? err : js_set_u64(j, "mcr", u->mcr);
-    err = err ? err : js_set_u64(j, "scr", u->scr);
-    err = err ? err : js_set_u64(j, "fcr", u->fcr);
-    err = err ? err : js_set_u64(j, "dll", u->dll);
-    err = err ? err : js_set_u64(j, "dlm", u->dlm);
-    err = err ? err : js_set_u64(j, "thri-pending", u->thri_pending);
-    err = err ? err : js_set_u64(j, "rx-head", u->rx_head);
-    err = err ? err : js_set_u64(j, "rx-len", u->rx_len);
-    err = err ? err : js_set_blob(j, "rx", u->rx, UART_FIFO);
-    return err;
+    return err ? err : js_set_blob(j, "rx", u->rx, UART_FIFO);
 }
 
 static int load_uart(struct uart *u, const json_t *j)
 {
-    uint64_t v[10];
-    static const char *keys[10] = { "ier", "lcr", "mcr", "scr", "fcr", "dll", "dlm",
-                                    "thri-pending", "rx-head", "rx-len" };
-    static const uint64_t max[10] = { 0x0f, 0xff, 0x1f, 0xff, 0xff, 0xff, 0xff, 1,
-                                      UART_FIFO - 1, UART_FIFO };
+    struct uart copy = *u;
 
-    for (unsigned i = 0; i < 10; i++)
-        if (js_get_u64(j, keys[i], max[i], &v[i]))
-            return -EINVAL;
-    if (js_get_blob(j, "rx", u->rx, UART_FIFO))
+    if (js_load_fields(j, &copy, uart_fields, NFIELDS(uart_fields)) ||
+        js_get_blob(j, "rx", copy.rx, UART_FIFO))
         return -EINVAL;
-    u->ier = (uint8_t)v[0];
-    u->lcr = (uint8_t)v[1];
-    u->mcr = (uint8_t)v[2];
-    u->scr = (uint8_t)v[3];
-    u->fcr = (uint8_t)v[4];
-    u->dll = (uint8_t)v[5];
-    u->dlm = (uint8_t)v[6];
-    u->thri_pending = v[7];
-    u->rx_head = (unsigned)v[8];
-    u->rx_len = (unsigned)v[9];
+    *u = copy;
     return 0;
 }
 
 static int save_disk(const struct vm_disk *d, json_t *j)
 {
-    const struct virtq *q = &d->blk.vq;
-    const struct vmmio *t = &d->mmio;
-    int err = js_set_u64(j, "queue-num", q->num);
+    int err = js_save_fields(j, &d->blk.vq, queue_fields, NFIELDS(queue_fields));
 
-    err = err ? err : js_set_u64(j, "queue-desc", q->desc);
-    err = err ? err : js_set_u64(j, "queue-avail", q->avail);
-    err = err ? err : js_set_u64(j, "queue-used", q->used);
-    err = err ? err : js_set_u64(j, "queue-ready", q->ready);
-    err = err ? err : js_set_u64(j, "queue-last-avail", q->last_avail);
-    err = err ? err : js_set_u64(j, "queue-used-idx", q->used_idx);
-    err = err ? err : js_set_u64(j, "needs-reset", d->blk.needs_reset);
-    err = err ? err : js_set_u64(j, "status", t->status);
-    err = err ? err : js_set_u64(j, "device-features-sel", t->dev_features_sel);
-    err = err ? err : js_set_u64(j, "driver-features-sel", t->drv_features_sel);
-    err = err ? err : js_set_u64(j, "queue-sel", t->queue_sel);
-    err = err ? err : js_set_u64(j, "driver-features", t->driver_features);
-    err = err ? err : js_set_u64(j, "interrupt-status", t->int_status);
-    err = err ? err : js_set_u64(j, "config-generation", t->config_generation);
-    return err;
+    err = err ? err : js_save_fields(j, &d->blk, blk_fields, NFIELDS(blk_fields));
+    return err ? err : js_save_fields(j, &d->mmio, mmio_fields, NFIELDS(mmio_fields));
 }
 
 static int load_disk(struct vm *vm, struct vm_disk *d, const json_t *j)
 {
-    struct virtq *q = &d->blk.vq;
-    struct vmmio *t = &d->mmio;
-    uint64_t v[15];
-    static const char *keys[15] = {
-        "queue-num", "queue-desc", "queue-avail", "queue-used", "queue-ready",
-        "queue-last-avail", "queue-used-idx", "needs-reset", "status",
-        "device-features-sel", "driver-features-sel", "queue-sel", "driver-features",
-        "interrupt-status", "config-generation",
-    };
-    static const uint64_t max[15] = {
-        VIRTQ_MAX_SIZE, UINT64_MAX, UINT64_MAX, UINT64_MAX, 1, 0xffff, 0xffff, 1,
-        0xff, UINT32_MAX, UINT32_MAX, UINT32_MAX, UINT64_MAX, 3, UINT32_MAX,
-    };
+    struct virtq q = d->blk.vq;
+    struct vblk blk_flags = { .needs_reset = false };
+    struct vmmio t = d->mmio;
 
-    for (unsigned i = 0; i < 15; i++)
-        if (js_get_u64(j, keys[i], max[i], &v[i]))
-            return -EINVAL;
-    q->num = (uint16_t)v[0];
-    q->desc = v[1];
-    q->avail = v[2];
-    q->used = v[3];
-    q->ready = v[4];
-    q->last_avail = (uint16_t)v[5];
-    q->used_idx = (uint16_t)v[6];
+    if (js_load_fields(j, &q, queue_fields, NFIELDS(queue_fields)) ||
+        js_load_fields(j, &blk_flags, blk_fields, NFIELDS(blk_fields)) ||
+        js_load_fields(j, &t, mmio_fields, NFIELDS(mmio_fields)))
+        return -EINVAL;
     /* A ready queue is one whose rings were checked against guest RAM:
      * check them again rather than believe the file. */
-    if (q->ready && !virtq_setup_ok(q, &vm->mem))
+    if (q.num > d->mmio.dev.queue_max || (q.ready && !virtq_setup_ok(&q, &vm->mem)))
         return -EINVAL;
-    if (q->num > d->mmio.dev.queue_max)
-        return -EINVAL;
-    d->blk.needs_reset = v[7];
-    t->status = (uint32_t)v[8];
-    t->dev_features_sel = (uint32_t)v[9];
-    t->drv_features_sel = (uint32_t)v[10];
-    t->queue_sel = (uint32_t)v[11];
-    t->driver_features = v[12];
-    t->int_status = (uint32_t)v[13];
-    t->config_generation = (uint32_t)v[14];
+    d->blk.vq = q;
+    d->blk.needs_reset = blk_flags.needs_reset;
+    d->mmio = t;
     return 0;
 }
 

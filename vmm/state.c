@@ -86,3 +86,59 @@ int js_get_blob(const json_t *obj, const char *key, void *p, size_t len)
     }
     return 0;
 }
+
+static uint64_t get_member(const void *base, const struct js_field *f)
+{
+    const uint8_t *p = (const uint8_t *)base + f->offset;
+    uint8_t u8;
+    uint16_t u16;
+    uint32_t u32;
+    uint64_t u64 = 0;
+
+    switch (f->size) {
+    case 1: memcpy(&u8, p, 1); return u8;
+    case 2: memcpy(&u16, p, 2); return u16;
+    case 4: memcpy(&u32, p, 4); return u32;
+    default: memcpy(&u64, p, 8); return u64;
+    }
+}
+
+static void set_member(void *base, const struct js_field *f, uint64_t v)
+{
+    uint8_t *p = (uint8_t *)base + f->offset;
+    uint8_t u8 = (uint8_t)v;
+    uint16_t u16 = (uint16_t)v;
+    uint32_t u32 = (uint32_t)v;
+
+    switch (f->size) {
+    case 1: memcpy(p, &u8, 1); break;
+    case 2: memcpy(p, &u16, 2); break;
+    case 4: memcpy(p, &u32, 4); break;
+    default: memcpy(p, &v, 8); break;
+    }
+}
+
+int js_save_fields(json_t *obj, const void *base, const struct js_field *f, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        int err = js_set_u64(obj, f[i].key, get_member(base, &f[i]));
+
+        if (err)
+            return err;
+    }
+    return 0;
+}
+
+int js_load_fields(const json_t *obj, void *base, const struct js_field *f, size_t n)
+{
+    uint64_t v[64];
+
+    if (n > sizeof(v) / sizeof(v[0]))
+        return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        if (js_get_u64(obj, f[i].key, f[i].max, &v[i]))
+            return -EINVAL;
+    for (size_t i = 0; i < n; i++)
+        set_member(base, &f[i], v[i]);
+    return 0;
+}

@@ -6,87 +6,19 @@
  * comes on and which IRQs are level-triggered.
  */
 #include "kernel.h"
+#include "mp-spec.h"            /* the structures, as vmm/mptable.c writes them */
 
-/* Where the floating pointer is looked for, and the entry types (4.3). */
+/* Where the floating pointer is looked for. */
 #define MP_SEARCH_START     0xf0000u    /* the BIOS area, where vdisk-vmm puts it */
 #define MP_SEARCH_END       0x100000u
-#define MP_FLOATING_MAGIC   0x5f504d5fu /* "_MP_" */
-#define MP_CONFIG_MAGIC     0x504d4350u /* "PCMP" */
-#define MP_PROCESSOR        0
-#define MP_BUS              1
-#define MP_IOAPIC           2
-#define MP_IOINTR           3
-#define MP_LINTR            4
-#define MP_ISA_IRQS         16
-#define MP_TRIGGER_LEVEL    0xc         /* flags bits 3:2 = 11 */
-
-struct mp_floating {
-    uint32_t signature;
-    uint32_t config;
-    uint8_t length;                     /* 16-byte units */
-    uint8_t spec_rev;
-    uint8_t checksum;
-    uint8_t feature[5];
-} __attribute__((packed));
-_Static_assert(sizeof(struct mp_floating) == 16, "MP floating pointer");
-
-struct mp_config {
-    uint32_t signature;
-    uint16_t length;
-    uint8_t spec_rev;
-    uint8_t checksum;
-    char oem[8];
-    char product[12];
-    uint32_t oem_table;
-    uint16_t oem_table_size;
-    uint16_t entries;
-    uint32_t lapic;
-    uint16_t ext_length;
-    uint8_t ext_checksum;
-    uint8_t reserved;
-} __attribute__((packed));
-_Static_assert(sizeof(struct mp_config) == 44, "MP configuration table header");
-
-struct mp_processor {
-    uint8_t type;
-    uint8_t apic_id;
-    uint8_t apic_version;
-    uint8_t flags;
-    uint32_t signature;
-    uint32_t features;
-    uint8_t reserved[8];
-} __attribute__((packed));
-_Static_assert(sizeof(struct mp_processor) == 20, "MP processor entry");
-#define MP_CPU_ENABLED      0x01
-#define MP_CPU_BSP          0x02
-
-struct mp_bus {
-    uint8_t type;
-    uint8_t id;
-    char name[6];
-} __attribute__((packed));
-_Static_assert(sizeof(struct mp_bus) == 8, "MP bus entry");
-
-struct mp_ioapic {
-    uint8_t type;
-    uint8_t id;
-    uint8_t version;
-    uint8_t flags;
-    uint32_t address;
-} __attribute__((packed));
-_Static_assert(sizeof(struct mp_ioapic) == 8, "MP IOAPIC entry");
-
-struct mp_intr {
-    uint8_t type;
-    uint8_t kind;                       /* 0: an ordinary interrupt */
-    uint16_t flags;                     /* polarity bits 1:0, trigger bits 3:2 */
-    uint8_t bus;
-    uint8_t bus_irq;
-    uint8_t ioapic;
-    uint8_t pin;
-} __attribute__((packed));
-_Static_assert(sizeof(struct mp_intr) == 8, "MP interrupt entry");
-#define MP_INT              0
+#define MP_ISA_IRQS         16u
+static bool same_bytes(const char *a, const char *b, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if (a[i] != b[i])
+            return false;
+    return true;
+}
 
 static uint8_t sum_bytes(const uint8_t *p, size_t len)
 {
@@ -102,7 +34,7 @@ static const struct mp_floating *find_mp_floating(void)
     for (uint64_t addr = MP_SEARCH_START; addr < MP_SEARCH_END; addr += 16) {
         const struct mp_floating *fp = phys(addr);
 
-        if (fp->signature == MP_FLOATING_MAGIC)
+        if (same_bytes(fp->signature, MP_FLOATING_SIGNATURE, 4))
             return fp;
     }
     return NULL;
@@ -125,7 +57,7 @@ void check_mptable(const uint8_t *bp, unsigned disks)
     check(fp->feature[0] == 0 && fp->config != 0, "MP table: no configuration table");
     check(!in_ram(bp, (uintptr_t)fp, 16), "MP table: in what e820 calls RAM");
     config = phys(fp->config);
-    check(config->signature == MP_CONFIG_MAGIC, "MP table: no \"PCMP\" configuration table");
+    check(same_bytes(config->signature, MP_CONFIG_SIGNATURE, 4), "MP table: no \"PCMP\" configuration table");
     check(sum_bytes((const uint8_t *)config, config->length) == 0,
           "MP table: the configuration table's checksum is wrong");
     check(config->lapic == LAPIC_BASE, "MP table: the LAPIC is not at 0xfee00000");
@@ -164,10 +96,10 @@ void check_mptable(const uint8_t *bp, unsigned disks)
             const struct mp_intr *intr = (const void *)entry;
 
             /* What Linux reads as ISA IRQ n on IOAPIC pin n. */
-            if (intr->kind == MP_INT && intr->bus == isa_bus && intr->ioapic == ioapic_id &&
+            if (intr->kind == MP_INT && intr->bus == isa_bus && intr->dest == ioapic_id &&
                 intr->bus_irq == intr->pin && intr->pin < MP_ISA_IRQS) {
                 isa_irqs |= 1u << intr->pin;
-                if ((intr->flags & MP_TRIGGER_LEVEL) == MP_TRIGGER_LEVEL)
+                if ((intr->flags & MP_FLAGS_TRIGGER_LEVEL) == MP_FLAGS_TRIGGER_LEVEL)
                     level_irqs |= 1u << intr->pin;
             }
         }
