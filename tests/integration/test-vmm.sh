@@ -311,6 +311,9 @@ vmm ud2 --accel emu --mem 8M --guest "$W/ud2.bin" --load 0x100000
 printf '\373\364' >"$W/sti-hlt.bin"             # sti; hlt
 vmm stihlt --accel emu --mem 8M --guest "$W/sti-hlt.bin" --load 0x100000
 [ "$rc" = 1 ] && grep -q "interrupts enabled" "$W/stihlt.err" || { show stihlt; fail "sti; hlt"; }
+printf '\260\376\346\144\364' >"$W/reset.bin"   # mov $0xfe, %al; out %al, $0x64; hlt
+vmm reset --accel emu --mem 8M --guest "$W/reset.bin" --load 0x100000
+[ "$rc" = 0 ] && grep -q "asked for a reset" "$W/reset.err" || { show reset; fail "a reset"; }
 printf '\372\364' >"$W/cli-hlt.bin"             # cli; hlt: power-off
 vmm clihlt --accel emu --mem 8M --guest "$W/cli-hlt.bin" --load 0x100000
 [ "$rc" = 0 ] && grep -q "powered off" "$W/clihlt.err" || { show clihlt; fail "cli; hlt"; }
