@@ -21,7 +21,8 @@
 #    registers printed, never a crash;
 #  - under KVM: the fake kernel of tests/kernel/ booted with --kernel (the
 #    boot protocol, e820, command line, initrd, MP table, interrupts through
-#    the IOAPIC, 2 vCPUs), and checkpointed and restored while it halts.
+#    the IOAPIC, 2 vCPUs, disk requests completed by level-triggered
+#    interrupts), and checkpointed and restored while it halts.
 # The ASan build of vdisk-vmm is used when there is one, and the TSan build
 # (make tsan) runs a checkpoint cycle again; any sanitizer report fails the
 # test.
@@ -373,7 +374,23 @@ else
         grep -q "^fake-kernel: $line" "$W/kernel.out" ||
             { show kernel; fail "the fake kernel did not print '$line'"; }
     done
-    echo "kvm: the fake kernel booted (2 vCPUs, initrd fnv $want_initrd, disk, IOAPIC interrupts)"
+    # Disk 0 driven by interrupts (IRQ 5, level, through the IOAPIC): the
+    # first 4 KiB read, their checksum that of what nbdcopy reads from vm3;
+    # a pattern written at sector 8 and read back, its checksum that of
+    # vm3's bytes 4096-8191 now; one interrupt per request.
+    nbdcopy "$(uri vm3)" "$W/vm3.kernel" || fail "nbdcopy vm3"
+    want_first=$("$PY" "$H" fnv "$W/vm3.kernel" 4096)
+    dd if="$W/vm3.kernel" of="$W/vm3.sector8" bs=4096 skip=1 count=1 2>/dev/null
+    want_s8=$("$PY" "$H" fnv "$W/vm3.sector8" 4096)
+    for line in \
+        "disk 0: IRQ 5 through IOAPIC pin 5 to vector 0x25, level-triggered, active high (MP table flags 0xd)" \
+        "disk 0: read 4096 bytes by interrupt, fnv $want_first\$" \
+        "disk 0: wrote 4096 bytes at sector 8 and read them back by interrupt, fnv $want_s8\$" \
+        "disk 0: 3 interrupts for 3 requests, the line down after each InterruptACK"; do
+        grep -q "^fake-kernel: $line" "$W/kernel.out" ||
+            { show kernel; fail "the fake kernel did not print '$line'"; }
+    done
+    echo "kvm: the fake kernel booted (2 vCPUs, initrd fnv $want_initrd, disk I/O by interrupts, IOAPIC)"
 
     # A checkpoint of a kernel guest: KVM's interrupt controllers, the LAPICs
     # and a vCPU never started (2 vCPUs).  The kernel is checkpointed while it

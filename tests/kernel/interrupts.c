@@ -2,9 +2,9 @@
  * interrupts.c - the fake kernel's interrupts, as Linux's would come on
  * this machine: KVM's IOAPIC routes the UART's IRQ 4 to this CPU's LAPIC
  * (the 8259s masked).  First one THR-empty interrupt, with a LAPIC timer
- * as a watchdog so that a lost interrupt fails rather than hangs; then the
- * wait for a key, halted with interrupts on, which is where a test
- * checkpoints the VM.
+ * as a watchdog so that a lost interrupt fails rather than hangs (disk.c
+ * uses it too); then the wait for a key, halted with interrupts on, which
+ * is where a test checkpoints the VM.
  */
 #include "kernel.h"
 
@@ -23,7 +23,6 @@
 #define MCR_DTR_RTS_OUT2    0x0b        /* OUT2 gates the IRQ line on a PC */
 
 /* Interrupts: the LAPIC, the IOAPIC and the 8259s. */
-#define LAPIC_EOI           0x0b0
 #define LAPIC_SVR           0x0f0
 #define LAPIC_LVT_TIMER     0x320
 #define LAPIC_TIMER_INITIAL 0x380
@@ -32,9 +31,6 @@
 #define TIMER_DIVIDE_128    0x0a
 /* KVM's LAPIC timer counts at 1 GHz: about 10 s at 1/128. */
 #define WATCHDOG_COUNT      78125000u
-#define IOAPIC_SELECT       0x00
-#define IOAPIC_WINDOW       0x10
-#define IOAPIC_REDIRECT(pin) (0x10 + 2 * (pin))
 #define PIC1_DATA           0x21
 #define PIC2_DATA           0xa1
 #define UART_VECTOR         0x24
@@ -54,21 +50,8 @@ struct idt_gate {
 _Static_assert(sizeof(struct idt_gate) == 16, "IDT gate");
 #define GATE_INTERRUPT      0x8e
 
-CALLED_FROM_INTERRUPTS static void lapic_write(uint32_t reg, uint32_t v)
-{
-    mmio_write32(LAPIC_BASE + reg, v);
-}
-
-static void ioapic_write(uint32_t reg, uint32_t v)
-{
-    mmio_write32(IOAPIC_BASE + IOAPIC_SELECT, reg);
-    mmio_write32(IOAPIC_BASE + IOAPIC_WINDOW, v);
-}
-
-struct interrupt_frame;                 /* what the CPU pushed: not read here */
-
 static struct idt_gate idt[256] __attribute__((aligned(16)));
-static volatile bool thr_empty_seen, watchdog_fired;
+static volatile bool thr_empty_seen, watchdog_went_off;
 static volatile int key = -1;
 
 __attribute__((interrupt)) static void uart_interrupt(struct interrupt_frame *frame)
@@ -106,7 +89,7 @@ __attribute__((interrupt)) static void uart_interrupt(struct interrupt_frame *fr
 __attribute__((interrupt)) static void watchdog_interrupt(struct interrupt_frame *frame)
 {
     (void)frame;
-    watchdog_fired = true;
+    watchdog_went_off = true;
     lapic_write(LAPIC_EOI, 0);
 }
 
@@ -116,7 +99,7 @@ __attribute__((interrupt)) static void spurious_interrupt(struct interrupt_frame
     (void)frame;
 }
 
-static void set_gate(unsigned vector, void (*handler)(struct interrupt_frame *))
+void set_gate(unsigned vector, void (*handler)(struct interrupt_frame *))
 {
     uint64_t addr = (uintptr_t)handler;
     uint16_t cs;
@@ -153,23 +136,39 @@ void setup_interrupts(void)
     outb(COM1 + UART_MCR, MCR_DTR_RTS_OUT2);
 }
 
-static void wait_for_interrupt(void)
+void wait_for_interrupt(void)
 {
     /* STI's one-instruction delay: an interrupt already pending wakes the
      * HLT rather than slipping in before it. */
     __asm__ volatile("sti; hlt; cli" : : : "memory");
 }
 
-void check_uart_interrupt(void)
+void watchdog_start(void)
 {
+    watchdog_went_off = false;
     lapic_write(LAPIC_TIMER_DIVIDE, TIMER_DIVIDE_128);
     lapic_write(LAPIC_LVT_TIMER, WATCHDOG_VECTOR);      /* one-shot */
     lapic_write(LAPIC_TIMER_INITIAL, WATCHDOG_COUNT);
+}
+
+void watchdog_stop(void)
+{
+    lapic_write(LAPIC_TIMER_INITIAL, 0);
+}
+
+bool watchdog_fired(void)
+{
+    return watchdog_went_off;
+}
+
+void check_uart_interrupt(void)
+{
+    watchdog_start();
     /* The transmitter is empty: enabling its interrupt raises it. */
     outb(COM1 + UART_IER, IER_THR_EMPTY);
-    while (!thr_empty_seen && !watchdog_fired)
+    while (!thr_empty_seen && !watchdog_fired())
         wait_for_interrupt();
-    lapic_write(LAPIC_TIMER_INITIAL, 0);
+    watchdog_stop();
     check(thr_empty_seen, "no interrupt from the UART (IOAPIC pin 4) in 10 seconds");
     put("fake-kernel: interrupt from the UART through IOAPIC pin 4, vector ");
     put_hex(UART_VECTOR);

@@ -11,7 +11,7 @@
 /* Where the floating pointer is looked for. */
 #define MP_SEARCH_START     0xf0000u    /* the BIOS area, where vdisk-vmm puts it */
 #define MP_SEARCH_END       0x100000u
-#define MP_ISA_IRQS         16u
+
 static bool same_bytes(const char *a, const char *b, size_t len)
 {
     for (size_t i = 0; i < len; i++)
@@ -40,7 +40,7 @@ static const struct mp_floating *find_mp_floating(void)
     return NULL;
 }
 
-void check_mptable(const uint8_t *bp, unsigned disks)
+void check_mptable(const uint8_t *bp, unsigned disks, uint16_t irq_flags[ISA_IRQS])
 {
     const struct mp_floating *fp = find_mp_floating();
     const struct mp_config *config;
@@ -51,6 +51,8 @@ void check_mptable(const uint8_t *bp, unsigned disks)
     unsigned our_id = lapic_id();
     bool bsp_is_us = false;
 
+    for (unsigned i = 0; i < ISA_IRQS; i++)
+        irq_flags[i] = 0;
     check(fp != NULL, "MP table: no floating pointer (\"_MP_\") in 0xf0000-0xfffff");
     check(fp->length == 1 && sum_bytes((const uint8_t *)fp, 16) == 0,
           "MP table: the floating pointer's checksum or length is wrong");
@@ -97,8 +99,9 @@ void check_mptable(const uint8_t *bp, unsigned disks)
 
             /* What Linux reads as ISA IRQ n on IOAPIC pin n. */
             if (intr->kind == MP_INT && intr->bus == isa_bus && intr->dest == ioapic_id &&
-                intr->bus_irq == intr->pin && intr->pin < MP_ISA_IRQS) {
+                intr->bus_irq == intr->pin && intr->pin < ISA_IRQS) {
                 isa_irqs |= 1u << intr->pin;
+                irq_flags[intr->pin] = intr->flags;
                 if ((intr->flags & MP_FLAGS_TRIGGER_LEVEL) == MP_FLAGS_TRIGGER_LEVEL)
                     level_irqs |= 1u << intr->pin;
             }
@@ -121,7 +124,7 @@ void check_mptable(const uint8_t *bp, unsigned disks)
     check(cpus > 0 && bsp_is_us, "MP table: the bootstrap processor is not this CPU");
     check(ioapics == 1 && !(apic_ids[ioapic_id / 64] & (1ull << (ioapic_id % 64))),
           "MP table: not one IOAPIC with an APIC id of its own");
-    check(isa_irqs == (1u << MP_ISA_IRQS) - 1,
+    check(isa_irqs == (1u << ISA_IRQS) - 1,
           "MP table: not every ISA IRQ on the IOAPIC pin of its number");
     check(level_irqs == ((1u << disks) - 1) << VIRTIO_MMIO_IRQ,
           "MP table: the disks' IRQs, and only they, should be level-triggered");
