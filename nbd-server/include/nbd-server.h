@@ -174,6 +174,34 @@ bool nbds_conn_query_open(const struct nbds_conn *c);
 /* True while still in the handshake (for the caller's time limit). */
 bool nbds_conn_in_handshake(const struct nbds_conn *c);
 
+/* Who is at the other end of a connection, for the backend's access
+ * decisions in list() and open().  The caller sets what the socket tells
+ * (nbds_conn_set_cred for a unix socket's SO_PEERCRED); the library fills
+ * the TLS part when a TLS handshake (NBD_OPT_STARTTLS) has verified the
+ * client: the subject of the certificate it presented, or the PSK
+ * identity it used. */
+enum nbds_tls_auth {
+    NBDS_TLS_NONE = 0,          /* no TLS, or TLS without a client identity */
+    NBDS_TLS_X509,              /* a client certificate the CA verified */
+    NBDS_TLS_PSK,               /* a pre-shared key */
+};
+#define NBDS_MAX_SAN 8
+struct nbds_identity {
+    bool has_cred;              /* a unix socket peer: uid, gid, pid below */
+    uint32_t uid, gid;
+    int32_t pid;
+    bool tls;                   /* the session is under TLS */
+    enum nbds_tls_auth auth;
+    char name[256];             /* X509: the subject's CN; PSK: the identity */
+    char subject[512];          /* X509: the whole subject, RFC 2253 ("CN=a,O=b") */
+    char san[NBDS_MAX_SAN][256];/* X509: subjectAltName DNS, email and URI names */
+    unsigned nsan;
+};
+void nbds_conn_set_cred(struct nbds_conn *c, uint32_t uid, uint32_t gid, int32_t pid);
+/* Valid for the connection's life; its TLS part changes once, when the
+ * TLS handshake completes. */
+const struct nbds_identity *nbds_conn_identity(const struct nbds_conn *c);
+
 /* True while paused by pause_at_transmission (no request parsed yet). */
 bool nbds_conn_paused(const struct nbds_conn *c);
 void nbds_conn_resume(struct nbds_conn *c);

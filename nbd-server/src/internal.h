@@ -70,6 +70,7 @@ struct nbds_conn {
     bool query_open;              /* the backend's open is for a query */
     char *peer;
     void *user;
+    struct nbds_identity id;
 
     /* Input: bytes read and not yet parsed are inbuf[inpos, inlen). */
     uint8_t *inbuf;

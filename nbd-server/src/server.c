@@ -361,3 +361,16 @@ bool nbds_conn_query_open(const struct nbds_conn *c)
 {
     return c->query_open;
 }
+
+void nbds_conn_set_cred(struct nbds_conn *c, uint32_t uid, uint32_t gid, int32_t pid)
+{
+    c->id.has_cred = true;
+    c->id.uid = uid;
+    c->id.gid = gid;
+    c->id.pid = pid;
+}
+
+const struct nbds_identity *nbds_conn_identity(const struct nbds_conn *c)
+{
+    return &c->id;
+}
