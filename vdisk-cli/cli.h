@@ -9,8 +9,8 @@
  * output).  The store-level commands: store.c (choosing and opening the
  * store, helpers they share), vol.c (create, rm, resize), vol-info.c (list,
  * info), vol-check.c (check), vol-map.c (map), import-export.c, io.c (the
- * qemu-io lookalike), snapshot.c, template.c, clone.c (clone, flatten) and
- * df.c.
+ * qemu-io lookalike), snapshot.c, template.c, clone.c (clone, flatten),
+ * df.c and access.c (export allow|deny|rules: who may open what over NBD).
  */
 #ifndef VDISK_CLI_H
 #define VDISK_CLI_H
@@ -57,6 +57,8 @@ int vol_check(int argc, char **argv);
 int vol_map(int argc, char **argv);
 int vol_import(int argc, char **argv);
 int vol_export(int argc, char **argv);
+/* access.c: "export allow|deny|rules", else vol_export. */
+int cmd_export(int argc, char **argv);
 int vol_io(int argc, char **argv);
 int vol_clone(int argc, char **argv);
 int vol_flatten(int argc, char **argv);

@@ -70,7 +70,18 @@ int cli_control_open(struct vd_store *st, struct cli_ctl **out, char *err, size_
         cli_control_close(c);
         return -EIO;
     }
+    /* A client the daemon refuses (control sockets check who connects)
+     * gets one error line instead of the greeting. */
+    json_t *g = json_loads(line, 0, NULL);
     free(line);
+    const char *desc = json_string_value(json_object_get(json_object_get(g, "error"), "desc"));
+    if (desc) {
+        snprintf(err, errlen, "%s", desc);
+        json_decref(g);
+        cli_control_close(c);
+        return -EACCES;
+    }
+    json_decref(g);
     *out = c;
     return 0;
 }

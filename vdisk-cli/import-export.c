@@ -170,7 +170,11 @@ static void export_usage(FILE *f)
           "                       and names F, an export of its template)\n"
           "  -p, --progress     show progress on a terminal\n"
           "      --store DIR    the store (default $VDISK_STORE)\n"
-          "  -h, --help         show this help\n", f);
+          "  -h, --help         show this help\n"
+          "\n"
+          "vdisk export allow|deny|rules NAME ... say who may open NAME over NBD\n"
+          "(vdisk export allow --help).  To export a volume named allow, deny or\n"
+          "rules, put an option or -- first: vdisk export -- rules FILE.\n", f);
 }
 
 /* The number of layers of chain (opened for NAME[@SNAP]) above its

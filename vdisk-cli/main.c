@@ -30,7 +30,10 @@ static const struct cli_cmd commands[] = {
     { "map", vol_map, "map NAME[@SNAP] [--output human|json]" },
     { "import", vol_import,
       "import [-f raw|vdk] [-p] [--block-size N] [--digest ALG] FILE NAME" },
-    { "export", vol_export, "export [-O raw|vdk] [-p] NAME[@SNAP] FILE" },
+    { "export", cmd_export, "export [-O raw|vdk] [-p] NAME[@SNAP] FILE" },
+    /* The same command again, for the help: its words allow, deny, rules. */
+    { "export", cmd_export,
+      "export allow|deny|rules NAME ... (who may open it over NBD)" },
     { "io", vol_io, "io -c COMMAND [-c COMMAND]... NAME[@SNAP]" },
     { "snapshot", cmd_snapshot, "snapshot create|list|rollback|commit|rm ..." },
     { "template", cmd_template, "template create|list|info|update|rm ..." },

@@ -636,6 +636,98 @@ int vd_pool_reset(struct vd_store *st);
 /* The pool vol is a clone of: 0 with its name in pool, or -ENOENT. */
 int vd_pool_of_volume(struct vd_store *st, const char *vol, char pool[VD_NAME_MAX + 1]);
 
+/* ---- access rules: who may open an export ---- */
+
+/* An object (a volume "VOL", a template "TPL" or a pool "pool/POOL") may
+ * carry rules IDENTITY -> read-write or read-only, kept in the catalog.
+ * An object without rules is open to every client that can reach the
+ * server; one with rules only to the identities they match, and a client
+ * several rules match gets the most they give (read-write over
+ * read-only).  A volume's rules also govern its snapshots VOL@SNAP, a
+ * template's its versions TPL@N; a pool without rules of its own is
+ * governed by its template's (vd_access_rules says which).  Rules go with
+ * their object when it is removed; linked clones, templates and pools
+ * made from an object do not inherit its rules.
+ *
+ * Identities, as a user types them:
+ *   unix:uid=N      a unix socket peer with that uid
+ *   unix:gid=N      a unix socket peer whose primary or supplementary
+ *                   groups include N
+ *   unix:user=NAME  a unix socket peer whose uid is NAME's (looked up
+ *                   when a client is checked, not when the rule is added)
+ *   x509:NAME       a TLS client certificate whose subject CN, or one of
+ *                   whose subjectAltNames, is NAME (exactly)
+ *   psk:NAME        a TLS client that used the pre-shared key of NAME
+ *   any             every client */
+#define VD_IDENTITY_MAX 255
+#define VD_ACCESS_RULES_MAX 1024         /* rules per object */
+
+enum vd_access {
+    VD_ACCESS_NONE = 0,
+    VD_ACCESS_READ_ONLY = 1,
+    VD_ACCESS_READ_WRITE = 2,
+};
+
+struct vd_access_rule {
+    char identity[VD_IDENTITY_MAX + 1];  /* in its canonical form */
+    enum vd_access access;               /* READ_ONLY or READ_WRITE */
+};
+
+/* Checks an identity a user typed and writes its canonical form to out
+ * (numbers without leading zeros): 0, or -EINVAL with a message saying
+ * which forms there are. */
+int vd_identity_parse(const char *identity, char out[VD_IDENTITY_MAX + 1]);
+
+/* Gives identity access to object (read-only or read-write); an existing
+ * rule for the same identity is changed.  One catalog transaction; a
+ * server reads the rules at every open, so new connections see it at
+ * once.  Errors: -EINVAL (bad identity, or a snapshot or template
+ * version named: their volume's or template's rules govern them),
+ * -ENOENT (no such volume, template or pool), -ENOSPC (too many rules). */
+int vd_access_allow(struct vd_store *st, const char *object, const char *identity,
+                    enum vd_access access);
+/* Removes identity's rule from object.  The last rule gone, the object is
+ * open to every client again.  Errors: -EINVAL, -ENOENT (no such object,
+ * or it has no rule for that identity). */
+int vd_access_deny(struct vd_store *st, const char *object, const char *identity);
+/* The rules that govern object, oldest first, in a malloc'ed array the
+ * caller frees (NULL when *n is 0: open to everyone).  They are object's
+ * own, except for a pool without rules of its own: its template's.  from
+ * (may be NULL) gets the name of the object they belong to.  Errors:
+ * -EINVAL, -ENOENT (no such volume, template or pool). */
+int vd_access_rules(struct vd_store *st, const char *object, struct vd_access_rule **rules,
+                    size_t *n, char from[VD_NAME_MAX + 6]);
+
+/* A client, as a server knows it, for matching identities. */
+enum vd_peer_auth {
+    VD_PEER_AUTH_NONE = 0,        /* no TLS, or TLS without a client identity */
+    VD_PEER_AUTH_X509,            /* a client certificate the CA verified */
+    VD_PEER_AUTH_PSK,             /* a pre-shared key */
+};
+struct vd_peer {
+    bool has_cred;                /* a unix socket peer: uid, gid and groups hold */
+    uint32_t uid, gid;
+    const uint32_t *groups;       /* its supplementary groups (may be NULL) */
+    size_t ngroups;
+    enum vd_peer_auth auth;
+    const char *name;             /* X509: the subject's CN; PSK: the identity */
+    const char *const *alt_names; /* X509: the subjectAltNames */
+    size_t nalt;
+};
+
+/* True when identity (canonical, as vd_identity_parse writes it) names
+ * peer.  unix:user=NAME looks NAME up (getpwnam_r); an identity that does
+ * not parse names nobody.  Thread-safe. */
+bool vd_identity_match(const char *identity, const struct vd_peer *peer);
+/* What rules give peer: VD_ACCESS_READ_WRITE when n is 0 (no rules),
+ * else the most any matching rule gives, or VD_ACCESS_NONE. */
+enum vd_access vd_access_decide(const struct vd_access_rule *rules, size_t n,
+                                const struct vd_peer *peer);
+/* True when peer is user: its TLS name (CN or PSK identity) is user, or
+ * it is a unix socket peer whose uid's user name is user (getpwuid_r).
+ * What a persistent pool's pool/POOL/USER asks of its clients. */
+bool vd_peer_is_user(const struct vd_peer *peer, const char *user);
+
 /* ---- space ---- */
 
 struct vd_store_usage {

@@ -294,8 +294,11 @@ int vd_pool_remove(struct vd_store *st, const char *name)
         if ((r = get_pool(txn, st, name, &q)) == 0) {
             if (json_object_size(json_object_get(q, "clones")))
                 r = vdi_err(-EBUSY, "pool '%s' got new clones meanwhile: try again", name);
-            else
-                r = cat_del(txn, st->db_pool, name);
+            else if ((r = cat_del(txn, st->db_pool, name)) == 0) {
+                char key[VD_NAME_MAX + 6];
+                snprintf(key, sizeof(key), "pool/%s", name);
+                r = acc_drop(txn, st, key);   /* its rules go with it */
+            }
             json_decref(q);
         }
         r = r == 0 ? cat_commit(txn) : (mdb_txn_abort(txn), r);

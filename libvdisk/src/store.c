@@ -306,7 +306,7 @@ int vd_store_open(const char *dir, unsigned flags, struct vd_store **out)
         r = vdi_err(-errno, "%s: %s", lockp, strerror(errno));
         goto fail;
     }
-    if ((rc = mdb_env_create(&st->env)) || (rc = mdb_env_set_maxdbs(st->env, 8)) ||
+    if ((rc = mdb_env_create(&st->env)) || (rc = mdb_env_set_maxdbs(st->env, 16)) ||
         (rc = mdb_env_set_mapsize(st->env, (size_t)1 << 32)) ||
         (rc = mdb_env_open(st->env, cat, MDB_NOTLS, 0644))) {
         r = vdi_err(rc == EACCES ? -EACCES : -EUCLEAN, "%s: cannot open the catalog: %s",
@@ -321,7 +321,7 @@ int vd_store_open(const char *dir, unsigned flags, struct vd_store **out)
     } dbs[] = { { "volumes", &st->db_vol }, { "layers", &st->db_lay },
                 { "snapshots", &st->db_snap }, { "templates", &st->db_tpl },
                 { "journal", &st->db_jnl }, { "meta", &st->db_meta },
-                { "pools", &st->db_pool } };
+                { "pools", &st->db_pool }, { "access", &st->db_acc } };
     for (size_t i = 0; i < sizeof(dbs) / sizeof(dbs[0]); i++) {
         if ((rc = mdb_dbi_open(txn, dbs[i].name, MDB_CREATE, dbs[i].dbi))) {
             mdb_txn_abort(txn);

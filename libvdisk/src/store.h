@@ -13,6 +13,8 @@
  *                             "mode": "ephemeral"|"persistent", "ctime": T, "next": N,
  *                             "clones": {VOL: {"v": N, "state": S, "since": T,
  *                                              "user": U, "holder": H}}}  (pool.c)
+ *   access     NAME|pool/P   {"rules": [{"identity": ID, "access": "read-write"|
+ *                                        "read-only"}, ...]}  (access.c; no record: no rules)
  *   meta       "format"      {"version": 1}
  *
  * A layer's refs count its children, the volumes whose top it is, the
@@ -37,7 +39,7 @@ struct vd_store {
     char *path;
     char *layers_dir;
     MDB_env *env;
-    MDB_dbi db_vol, db_lay, db_snap, db_tpl, db_jnl, db_meta, db_pool;
+    MDB_dbi db_vol, db_lay, db_snap, db_tpl, db_jnl, db_meta, db_pool, db_acc;
     int lock_fd;          /* STORE/lock: serializes changing operations */
     struct vd_ctx *ctx;   /* for the store's own copies; made on first use */
     int lock_depth;
@@ -74,6 +76,10 @@ int lay_children(MDB_txn *txn, struct vd_store *st, const char *uuid, char one[3
 /* Journal. */
 int jnl_add(MDB_txn *txn, struct vd_store *st, json_t *entry, char id[17]);
 int jnl_del(MDB_txn *txn, struct vd_store *st, const char *id);
+
+/* ---- access.c ---- */
+/* Forgets object's access rules (in the transaction that removes it). */
+int acc_drop(MDB_txn *txn, struct vd_store *st, const char *object);
 
 /* ---- volume.c, snapshot.c, template.c ---- */
 int st_get_volume(MDB_txn *txn, struct vd_store *st, const char *name, json_t **out);

@@ -127,7 +127,7 @@ int vd_template_remove(struct vd_store *st, const char *tpl)
         if ((r = lay_ref(txn, st, js(e, "layer"), -1, ul)) < 0)
             goto abort;
     }
-    if ((r = cat_del(txn, st->db_tpl, tpl)) < 0)
+    if ((r = cat_del(txn, st->db_tpl, tpl)) < 0 || (r = acc_drop(txn, st, tpl)) < 0)
         goto abort;
     if ((r = st_commit_and_unlink(st, txn, ul)) < 0)
         goto out;

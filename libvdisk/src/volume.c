@@ -397,7 +397,7 @@ int st_volume_remove(struct vd_store *st, const char *name, st_txn_hook hook, vo
             goto abort;
     }
     if ((r = cat_del(txn, st->db_vol, name)) < 0 || (r = lay_ref(txn, st, top, -1, ul)) < 0 ||
-        (hook && (r = hook(txn, opaque)) < 0))
+        (r = acc_drop(txn, st, name)) < 0 || (hook && (r = hook(txn, opaque)) < 0))
         goto abort;
     vdi_layer_put(held);
     held = NULL;
