@@ -79,6 +79,9 @@ VMM_LIBS      = $(UNICORN_LIBS) $(LIBNBD_LIBS) $(JANSSON_LIBS) -lpthread
 
 LIB_LIBS = $(AIO_LIBS) $(CRYPTO_LIBS) $(LMDB_LIBS) $(JANSSON_LIBS) $(ZLIB_LIBS)
 
+# TLS for NBD (nbd-server): OpenSSL's libssl, for what links nbd-server.
+SSL_LIBS      := $(shell $(PKG_CONFIG) --libs libssl 2>/dev/null || echo -lssl)
+
 # ---------------------------------------------------------------------------
 # Flags.  CFLAGS and LDFLAGS are the user's to override; the rest is not.
 # SAN=1 (set by `make asan`) builds with ASan+UBSan.
@@ -179,7 +182,7 @@ $(call progs,$(1),$(2),$(3)): $(3)/%: $(OBJ)/$(1)/%.o \
 		$(call objs,$(call helpers,$(1),$(2))) $(NBDS_DEP) $(FMT_DEP) $(VMM_DEP) \
 		$(LIB_DEP)
 	@mkdir -p $$(@D)
-	$$(call quiet,LINK,$$@)$$(CC) $$(VD_LDFLAGS) -o $$@ $$^ $(4) $$(LIB_LIBS)
+	$$(call quiet,LINK,$$@)$$(CC) $$(VD_LDFLAGS) -o $$@ $$^ $(4) $$(LIB_LIBS) $$(SSL_LIBS)
 endef
 
 TEST_DIRS  = tests/unit tests/model tests/crash
@@ -298,7 +301,7 @@ $(NBDS_A): $(call objs,$(NBDS_SRCS))
 
 $(BUILD)/bin/vdiskd: $(call objs,$(VDISKD_SRCS)) $(NBDS_DEP) $(LIB_DEP)
 	@mkdir -p $(@D)
-	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS)
+	$(call quiet,LINK,$@)$(CC) $(VD_LDFLAGS) -o $@ $^ $(LIB_LIBS) $(SSL_LIBS)
 
 # Test and benchmark programs.
 $(foreach d,$(TEST_DIRS),$(eval $(call programs,$(d),test-,$(BUILD)/tests,$(CMOCKA_LIBS))))
@@ -353,7 +356,7 @@ $(FUZZ_BINS): $(BUILD)/fuzz/%: $(FUZZ_OBJ)/tests/fuzz/%.o \
 		$(if $(NBDS_SRCS),$(FUZZ_NBDS_A)) $(if $(FMT_SRCS),$(FUZZ_FMT_A)) \
 		$(if $(LIB_SRCS),$(FUZZ_LIB_A))
 	@mkdir -p $(@D)
-	$(call quiet,LINK,$@)$(CLANG) $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $^ $(LIB_LIBS)
+	$(call quiet,LINK,$@)$(CLANG) $(FUZZ_SANITIZE) -fsanitize=fuzzer -o $@ $^ $(LIB_LIBS) $(SSL_LIBS)
 
 -include $(patsubst %.c,$(OBJ)/%.d,$(ALL_SRCS))
 -include $(patsubst %.c,$(FUZZ_OBJ)/%.d,$(FUZZ_SRCS))

@@ -118,6 +118,38 @@ void *nbds_req_export(const struct nbds_req *r);
  * ESHUTDOWN; others become EIO). */
 void nbds_req_done(struct nbds_req *r, int err);
 
+/* TLS modes (proto.md, "TLS support"): NOTLS, SELECTIVETLS (STARTTLS
+ * offered, every option works without it too; the backend decides which
+ * exports need a TLS identity), FORCEDTLS (every option but STARTTLS and
+ * ABORT gets NBD_REP_ERR_TLS_REQD until TLS is up, and EXPORT_NAME before
+ * it ends the session). */
+enum nbds_tls_mode {
+    NBDS_TLS_OFF = 0,
+    NBDS_TLS_ON,
+    NBDS_TLS_REQUIRE,
+};
+
+/* A budget for the memory that request payloads hold, kept by the caller
+ * (nbds_config.payload_budget).  Every READ and WRITE payload buffer is
+ * reserved with take() before the library allocates it, and given back
+ * with give() when it is freed: a WRITE's when the backend completed it
+ * (or it was refused), a READ's when its reply is written or dropped, any
+ * when its connection is freed.  bytes is the request's length (the
+ * buffer itself may be rounded up to the next power of two).  take() runs
+ * on the connection's thread; give() runs on whatever thread frees the
+ * buffer (a connection's thread), so a budget shared by servers must be
+ * thread safe.  opaque is the cfg.opaque of the server involved.
+ *
+ * take() returning false makes the connection wait: that request (parsed
+ * and checked, not started) is held, and nothing more of the connection's
+ * input is parsed (nbds_conn_events() asks for no POLLIN; replies still go
+ * out) until nbds_conn_payload_retry() gets the memory.  A request is
+ * never failed for want of budget. */
+struct nbds_payload_budget {
+    bool (*take)(void *opaque, struct nbds_conn *c, size_t bytes);
+    void (*give)(void *opaque, size_t bytes);
+};
+
 struct nbds_config {
     const struct nbds_backend *backend;
     void *opaque;                     /* passed to list() and open() */
@@ -131,6 +163,21 @@ struct nbds_config {
      * nbds_conn_resume: lets the caller hand the connection to the thread
      * that serves its export (nbds_conn_move) before any request runs. */
     bool pause_at_transmission;
+    /* TLS.  tls_context (called on the connection's thread when a client
+     * sends NBD_OPT_STARTTLS) returns a new reference to the OpenSSL
+     * SSL_CTX that session is to use, or NULL when none is configured (the
+     * option is then refused); the library creates its SSL from it and
+     * drops that reference (SSL_CTX_free).  So the caller may swap in a
+     * new context at any time (a certificate reload): sessions already up
+     * keep theirs.  The context decides versions, certificates, client
+     * verification and PSK; the library only drives the handshake, the
+     * records and the identity (nbds_conn_identity).  TLS needs in_fd ==
+     * out_fd (a socket). */
+    enum nbds_tls_mode tls;
+    void *(*tls_context)(void *opaque);
+    /* A budget for payload memory (struct nbds_payload_budget), or NULL
+     * for none; it may be shared by the servers of several threads. */
+    const struct nbds_payload_budget *payload_budget;
 };
 
 int nbds_server_new(const struct nbds_config *cfg, struct nbds_server **out);
@@ -173,6 +220,13 @@ unsigned nbds_conn_inflight(const struct nbds_conn *c);
 bool nbds_conn_query_open(const struct nbds_conn *c);
 /* True while still in the handshake (for the caller's time limit). */
 bool nbds_conn_in_handshake(const struct nbds_conn *c);
+/* For a connection whose payload_budget take() said no: asks take()
+ * again and, when it agrees, starts the request that waited.  Returns
+ * true when the connection waits no longer (also when it never did, or
+ * is ending: the request is then freed with it), false while take() still
+ * refuses.  On the connection's thread, outside nbds_conn_io; the caller
+ * then calls nbds_conn_io() to parse the input that waited behind it. */
+bool nbds_conn_payload_retry(struct nbds_conn *c);
 
 /* Who is at the other end of a connection, for the backend's access
  * decisions in list() and open().  The caller sets what the socket tells
@@ -201,6 +255,10 @@ void nbds_conn_set_cred(struct nbds_conn *c, uint32_t uid, uint32_t gid, int32_t
 /* Valid for the connection's life; its TLS part changes once, when the
  * TLS handshake completes. */
 const struct nbds_identity *nbds_conn_identity(const struct nbds_conn *c);
+/* For the PSK callbacks of the caller's TLS context: records that ssl
+ * (the callback's SSL *) was given the key of identity, which then becomes
+ * the connection's identity (OpenSSL keeps no PSK identity in TLS 1.3). */
+void nbds_tls_psk_accepted(void *ssl, const char *identity);
 
 /* True while paused by pause_at_transmission (no request parsed yet). */
 bool nbds_conn_paused(const struct nbds_conn *c);

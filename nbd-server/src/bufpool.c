@@ -45,6 +45,11 @@ void nbds_buf_put(struct nbds_server *s, void *buf, size_t len)
 {
     if (!buf)
         return;
+    /* Every payload buffer comes back here, from wherever it is freed
+     * (transmission.c, outq.c, server.c), so its budget is given back
+     * here too; transmission.c took it before nbds_buf_get. */
+    if (s->cfg.payload_budget)
+        s->cfg.payload_budget->give(s->cfg.opaque, len);
     unsigned k = size_class(len);
     size_t sz = (size_t)NBDS_POOL_MIN << k;
     if (k >= NBDS_POOL_CLASSES || s->pool_bytes + sz > NBDS_POOL_BYTES) {

@@ -1,7 +1,8 @@
 /*
  * handshake.c - fixed newstyle negotiation (proto.md "Newstyle
  * negotiation") and the options: EXPORT_NAME, ABORT, LIST, STARTTLS
- * (refused until TLS exists), INFO, GO, STRUCTURED_REPLY,
+ * (proto.md "TLS support": the session itself is tls.c's), INFO, GO,
+ * STRUCTURED_REPLY,
  * LIST_META_CONTEXT, SET_META_CONTEXT.  Every option payload has been read
  * whole (up to NBDS_OPT_MAX; longer ones are discarded and answered with
  * NBD_REP_ERR_TOO_BIG) before it is looked at.
@@ -70,6 +71,13 @@ void nbds_hs_client_flags(struct nbds_conn *c, uint32_t flags)
     }
     c->fixed_newstyle = flags & NBD_FLAG_C_FIXED_NEWSTYLE;
     c->no_zeroes = flags & NBD_FLAG_C_NO_ZEROES;
+    /* TLS needs fixed newstyle: a server that requires TLS has nothing to
+     * offer a client without it. */
+    if (c->cfg->tls == NBDS_TLS_REQUIRE && !c->fixed_newstyle) {
+        nbds_debug(c, "TLS required, and the client is not fixed newstyle");
+        nbds_conn_fail(c, -EACCES);
+        return;
+    }
     c->state = IN_OPT_HDR;
 }
 
@@ -424,6 +432,35 @@ static void opt_meta(struct nbds_conn *c, const uint8_t *d, uint32_t len, bool s
     opt_ack(c);
 }
 
+static void opt_starttls(struct nbds_conn *c, uint32_t len)
+{
+    if (c->tls != NBDS_CONN_TLS_OFF) {
+        opt_error(c, NBD_REP_ERR_INVALID, "TLS is already up");
+        return;
+    }
+    if (len != 0) {
+        opt_error(c, NBD_REP_ERR_INVALID, "NBD_OPT_STARTTLS takes no data");
+        return;
+    }
+    if (c->cfg->tls == NBDS_TLS_OFF || !c->cfg->tls_context) {
+        opt_error(c, NBD_REP_ERR_UNSUP, "TLS is not enabled on this server");
+        return;
+    }
+    if (!c->fixed_newstyle || c->in_fd != c->out_fd) {
+        opt_error(c, NBD_REP_ERR_POLICY, c->fixed_newstyle ? "TLS needs a socket"
+                                                           : "TLS needs fixed newstyle");
+        return;
+    }
+    opt_ack(c);
+    c->tls = NBDS_CONN_TLS_ACKED;
+    /* What was negotiated before could have been a man in the middle's:
+     * the client negotiates again under TLS. */
+    c->structured = false;
+    memset(c->meta_selected, 0, sizeof(c->meta_selected));
+    free(c->meta_export);
+    c->meta_export = NULL;
+}
+
 void nbds_hs_option(struct nbds_conn *c, const uint8_t *data)
 {
     static const uint8_t none[1];
@@ -439,6 +476,18 @@ void nbds_hs_option(struct nbds_conn *c, const uint8_t *data)
             opt_error(c, NBD_REP_ERR_TOO_BIG, "option too long");
         return;
     }
+    /* FORCEDTLS (proto.md): before TLS, STARTTLS and ABORT only.
+     * EXPORT_NAME cannot be answered with an error: the session ends. */
+    if (c->cfg->tls == NBDS_TLS_REQUIRE && c->tls != NBDS_CONN_TLS_UP &&
+        c->opt != NBD_OPT_STARTTLS && c->opt != NBD_OPT_ABORT) {
+        if (c->opt == NBD_OPT_EXPORT_NAME) {
+            nbds_debug(c, "NBD_OPT_EXPORT_NAME before TLS, which is required");
+            nbds_conn_fail(c, -EACCES);
+        } else {
+            opt_error(c, NBD_REP_ERR_TLS_REQD, "TLS is required: NBD_OPT_STARTTLS first");
+        }
+        return;
+    }
     switch (c->opt) {
     case NBD_OPT_EXPORT_NAME:
         opt_export_name(c, data, len);
@@ -451,7 +500,7 @@ void nbds_hs_option(struct nbds_conn *c, const uint8_t *data)
         opt_list(c, len);
         break;
     case NBD_OPT_STARTTLS:
-        opt_error(c, NBD_REP_ERR_UNSUP, "TLS is not supported");
+        opt_starttls(c, len);
         break;
     case NBD_OPT_INFO:
     case NBD_OPT_GO:

@@ -5,6 +5,7 @@
  *   outq.c          the output queue and its writer
  *   handshake.c     fixed newstyle negotiation and the options
  *   transmission.c  requests, their checks, dispatch and replies
+ *   tls.c           the TLS session after NBD_OPT_STARTTLS (OpenSSL)
  */
 #ifndef NBDS_INTERNAL_H
 #define NBDS_INTERNAL_H
@@ -43,6 +44,16 @@ struct nbds_oent {
     uint8_t hdr[];
 };
 
+/* Where a connection is with TLS. */
+enum nbds_conn_tls {
+    NBDS_CONN_TLS_OFF = 0,
+    NBDS_CONN_TLS_ACKED,        /* STARTTLS's ACK queued, in plaintext */
+    NBDS_CONN_TLS_HANDSHAKE,    /* the ACK is out: the TLS handshake */
+    NBDS_CONN_TLS_UP,           /* every byte goes through the session */
+};
+
+struct ssl_st;                  /* OpenSSL's SSL, kept out of this header */
+
 enum nbds_in_state {
     IN_CLIENT_FLAGS,      /* 4 bytes */
     IN_OPT_HDR,           /* 16 bytes */
@@ -71,6 +82,13 @@ struct nbds_conn {
     char *peer;
     void *user;
     struct nbds_identity id;
+
+    /* TLS (tls.c). */
+    enum nbds_conn_tls tls;
+    struct ssl_st *ssl;
+    unsigned tls_want;      /* POLLIN/POLLOUT the session waits for */
+    uint8_t *tls_wbuf;      /* replies gathered for SSL_write */
+    size_t tls_retry;       /* bytes of a write to retry, 0: none */
 
     /* Input: bytes read and not yet parsed are inbuf[inpos, inlen). */
     uint8_t *inbuf;
@@ -126,6 +144,8 @@ struct nbds_oent *nbds_oent_new(size_t hlen);
 void nbds_outq_push(struct nbds_conn *c, struct nbds_oent *e);
 void nbds_outq_drop(struct nbds_conn *c);
 int nbds_outq_flush(struct nbds_conn *c);   /* 0, -EAGAIN or -errno */
+/* The first n bytes of the queue were written: entries done are freed. */
+void nbds_outq_consume(struct nbds_conn *c, size_t n);
 /* Ends the connection: no more input; what is queued is still written.
  * err: 0 for a clean end, else why.  nbds_conn_fail also drops the output
  * (hard disconnect). */
@@ -141,6 +161,18 @@ void nbds_hs_option(struct nbds_conn *c, const uint8_t *data);
 /* transmission.c */
 void nbds_tx_request(struct nbds_conn *c, const uint8_t *hdr);
 void nbds_tx_payload_done(struct nbds_conn *c);
+
+/* tls.c.  begin: the session after STARTTLS's ACK is out (-ENOTSUP when no
+ * context is configured); handshake: 1 done (the identity filled), 0 in
+ * progress, -errno failed; read: bytes, 0 at the end, -EAGAIN, -errno;
+ * flush: the output queue through the session, as nbds_outq_flush;
+ * pending: decrypted input waits in the session. */
+int nbds_tls_begin(struct nbds_conn *c);
+int nbds_tls_handshake(struct nbds_conn *c);
+ssize_t nbds_tls_read(struct nbds_conn *c, void *buf, size_t len);
+int nbds_tls_flush(struct nbds_conn *c);
+bool nbds_tls_pending(const struct nbds_conn *c);
+void nbds_tls_free(struct nbds_conn *c);
 uint16_t nbds_tx_flags(const struct nbds_conn *c);
 
 #endif

@@ -13,6 +13,10 @@
 #include "internal.h"
 
 #define OUTQ_IOV 64
+/* What an entry costs beyond its bytes, counted in oq_bytes too: a client
+ * that never reads its replies must not queue millions of small ones
+ * under the high-water mark. */
+#define OENT_OVERHEAD (sizeof(struct nbds_oent) + 16)
 
 struct nbds_oent *nbds_oent_new(size_t hlen)
 {
@@ -37,7 +41,7 @@ void nbds_outq_push(struct nbds_conn *c, struct nbds_oent *e)
     e->next = NULL;
     *c->oq_tail = e;
     c->oq_tail = &e->next;
-    c->oq_bytes += e->hlen + e->dlen;
+    c->oq_bytes += e->hlen + e->dlen + OENT_OVERHEAD;
 }
 
 void nbds_outq_drop(struct nbds_conn *c)
@@ -55,6 +59,8 @@ void nbds_outq_drop(struct nbds_conn *c)
 
 int nbds_outq_flush(struct nbds_conn *c)
 {
+    if (c->tls == NBDS_CONN_TLS_UP)
+        return nbds_tls_flush(c);
     while (c->oq_head && !c->dead) {
         struct iovec iov[OUTQ_IOV];
         int n = 0;
@@ -90,23 +96,28 @@ int nbds_outq_flush(struct nbds_conn *c)
                 return -EAGAIN;
             return -errno;
         }
-        size_t left = (size_t)w;
-        c->oq_bytes -= left;
-        while (left > 0) {
-            struct nbds_oent *e = c->oq_head;
-            size_t rest = e->hlen + e->dlen - e->done;
-            if (left < rest) {
-                e->done += left;
-                break;
-            }
-            left -= rest;
-            c->oq_head = e->next;
-            if (!c->oq_head)
-                c->oq_tail = &c->oq_head;
-            oent_free(c, e);
-        }
+        nbds_outq_consume(c, (size_t)w);
     }
     return 0;
+}
+
+void nbds_outq_consume(struct nbds_conn *c, size_t left)
+{
+    c->oq_bytes -= left;
+    while (left > 0) {
+        struct nbds_oent *e = c->oq_head;
+        size_t rest = e->hlen + e->dlen - e->done;
+        if (left < rest) {
+            e->done += left;
+            break;
+        }
+        left -= rest;
+        c->oq_head = e->next;
+        if (!c->oq_head)
+            c->oq_tail = &c->oq_head;
+        c->oq_bytes -= OENT_OVERHEAD;
+        oent_free(c, e);
+    }
 }
 
 void nbds_conn_end(struct nbds_conn *c, int err)

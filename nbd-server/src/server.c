@@ -97,6 +97,7 @@ void nbds_conn_free(struct nbds_conn *c)
     } else if (c->state == IN_OPT_DATA) {
         free(c->sink);
     }
+    nbds_tls_free(c);
     nbds_outq_drop(c);
     free(c->meta_export);
     free(c->export_name);
@@ -148,6 +149,10 @@ static bool can_parse(const struct nbds_conn *c)
 {
     if (c->closing)
         return false;
+    /* From STARTTLS's ACK until the handshake is done, nothing is parsed:
+     * the bytes that come are the handshake's. */
+    if (c->tls == NBDS_CONN_TLS_ACKED || c->tls == NBDS_CONN_TLS_HANDSHAKE)
+        return false;
     if (c->state == IN_OPT_DATA || c->state == IN_REQ_PAYLOAD)
         return true;
     if (c->paused)
@@ -165,10 +170,21 @@ unsigned nbds_conn_events(const struct nbds_conn *c)
     unsigned ev = 0;
     if (c->dead)
         return 0;
+    if (c->tls == NBDS_CONN_TLS_HANDSHAKE)
+        return c->tls_want ? c->tls_want : POLLIN;
     if (want_read(c))
         ev |= POLLIN;
     if (c->oq_head)
         ev |= POLLOUT;
+    if (c->tls == NBDS_CONN_TLS_UP) {
+        /* What the session waits for (a read that must write first), and
+         * input it decrypted already, which no POLLIN will announce: a
+         * socket is nearly always writable, so asking for POLLOUT gets us
+         * called to take it. */
+        ev |= c->tls_want;
+        if (want_read(c) && nbds_tls_pending(c))
+            ev |= POLLOUT;
+    }
     return ev;
 }
 
@@ -232,17 +248,38 @@ static int read_some(struct nbds_conn *c)
     }
     if (c->inlen == NBDS_INBUF_SIZE)
         return -EAGAIN;
+    ssize_t n;
+    size_t direct = 0;
+    if (c->tls == NBDS_CONN_TLS_UP) {
+        /* Through the session: a large payload is decrypted straight into
+         * its buffer (one record per call), the rest into the input
+         * buffer. */
+        uint8_t *dst = c->inbuf + c->inlen;
+        size_t room = NBDS_INBUF_SIZE - c->inlen;
+        if (c->state == IN_REQ_PAYLOAD && c->sink && c->inlen == 0 &&
+            c->sink_len - c->sink_got >= NBDS_DIRECT_MIN) {
+            dst = c->sink + c->sink_got;
+            room = direct = c->sink_len - c->sink_got;
+        }
+        n = nbds_tls_read(c, dst, room);
+        if (n == -EAGAIN)
+            return -EAGAIN;
+        if (n < 0) {
+            nbds_conn_fail(c, (int)n);
+            return -EAGAIN;
+        }
+        goto got;
+    }
     struct iovec iov[2];
     int niov = 0;
-    size_t direct = 0;
     if (c->state == IN_REQ_PAYLOAD && c->sink && c->inlen == 0 &&
         c->sink_len - c->sink_got >= NBDS_DIRECT_MIN) {
         direct = c->sink_len - c->sink_got;
         iov[niov++] = (struct iovec){ c->sink + c->sink_got, direct };
     }
     iov[niov++] = (struct iovec){ c->inbuf + c->inlen, NBDS_INBUF_SIZE - c->inlen };
-    ssize_t n = niov == 1 ? read(c->in_fd, iov[0].iov_base, iov[0].iov_len)
-                          : readv(c->in_fd, iov, niov);
+    n = niov == 1 ? read(c->in_fd, iov[0].iov_base, iov[0].iov_len)
+                  : readv(c->in_fd, iov, niov);
     if (n < 0) {
         if (errno == EINTR)
             return 0;
@@ -251,6 +288,7 @@ static int read_some(struct nbds_conn *c)
         nbds_conn_fail(c, -errno);
         return -EAGAIN;
     }
+got:
     if (n == 0) {
         /* EOF: between messages of the transmission phase it is the
          * client hanging up; anywhere else the stream was cut short. */
@@ -268,15 +306,53 @@ static int read_some(struct nbds_conn *c)
     return 0;
 }
 
+/* STARTTLS's ACK is out: the socket is the TLS session's from here. */
+static void tls_start(struct nbds_conn *c)
+{
+    int r;
+
+    if (c->inpos != c->inlen) {
+        /* The client cannot have seen the ACK before sending these: they
+         * are plaintext meant to be taken as if under TLS. */
+        nbds_debug(c, "plaintext after STARTTLS, before the TLS handshake");
+        nbds_conn_fail(c, -EPROTO);
+        return;
+    }
+    r = nbds_tls_begin(c);
+    if (r < 0) {
+        nbds_conn_fail(c, r);
+        return;
+    }
+    c->tls = NBDS_CONN_TLS_HANDSHAKE;
+}
+
+/* Drives the TLS handshake; false while it is not done (or failed). */
+static bool tls_handshake(struct nbds_conn *c)
+{
+    int r = nbds_tls_handshake(c);
+
+    if (r < 0)
+        nbds_conn_fail(c, r);
+    return r > 0;
+}
+
 int nbds_conn_io(struct nbds_conn *c, unsigned revents)
 {
     c->in_io++;
+    if (c->tls == NBDS_CONN_TLS_HANDSHAKE && !c->dead && !tls_handshake(c))
+        goto out;
     parse(c);
+    /* Under TLS any readiness may let the session read: it may hold
+     * decrypted input, or have waited to write before it could. */
+    if (c->tls == NBDS_CONN_TLS_UP && revents)
+        revents |= POLLIN;
     if (!c->closing && (revents & (POLLIN | POLLHUP | POLLERR))) {
         if (want_read(c)) {
             /* A bounded number of reads, so that one busy client does not
              * starve the others of the caller's loop. */
-            for (int i = 0; i < 16 && want_read(c); i++) {
+            /* (A TLS read takes one record, 16 KiB at most.) */
+            int reads = c->tls == NBDS_CONN_TLS_UP ? 64 : 16;
+            for (int i = 0; i < reads && want_read(c); i++) {
                 if (read_some(c) < 0)
                     break;
                 parse(c);
@@ -295,6 +371,13 @@ int nbds_conn_io(struct nbds_conn *c, unsigned revents)
         else if (r == 0)
             parse(c);   /* the backlog may have held reading back */
     }
+    if (c->tls == NBDS_CONN_TLS_ACKED && !c->oq_head && !c->dead) {
+        tls_start(c);
+        /* The client may have sent its hello already. */
+        if (c->tls == NBDS_CONN_TLS_HANDSHAKE && !c->dead && tls_handshake(c))
+            parse(c);
+    }
+out:
     c->in_io--;
     if (nbds_conn_finished(c))
         return c->end_err ? c->end_err : -ECONNRESET;

@@ -347,6 +347,54 @@ static int check_request(struct nbds_conn *c, struct nbds_req *r)
     return 0;
 }
 
+/* The payload budget (nbds_config.payload_budget).  A request that does
+ * not get its memory waits as c->cur in the IN_REQ_HDR state, where cur
+ * is otherwise NULL (so nbds_conn_free frees it), and c->max_inflight at
+ * 0 keeps the parser (server.c) from reading past it: the client is
+ * slowed by TCP's flow control, never failed, and other connections go
+ * on.  nbds_conn_payload_retry lifts both. */
+static bool payload_reserve(struct nbds_conn *c, struct nbds_req *r)
+{
+    const struct nbds_payload_budget *b = c->cfg->payload_budget;
+    if (!b || b->take(c->cfg->opaque, c, r->len))
+        return true;
+    nbds_debug(c, "request type %u len %u waits for payload memory", r->type, r->len);
+    c->cur = r;
+    c->max_inflight = 0;
+    return false;
+}
+
+/* Gives back what payload_reserve took when no buffer came of it (a
+ * buffer gives its bytes back itself when freed: bufpool.c). */
+static void payload_unreserve(struct nbds_conn *c, uint32_t len)
+{
+    const struct nbds_payload_budget *b = c->cfg->payload_budget;
+    if (b)
+        b->give(c->cfg->opaque, len);
+}
+
+/* Starts receiving a WRITE's payload: into a buffer, or discarded when the
+ * request is refused (err), so that the stream stays in step. */
+static void write_begin(struct nbds_conn *c, struct nbds_req *r, int err)
+{
+    if (!err) {
+        r->buf = nbds_buf_get(c->srv, r->len);
+        if (!r->buf) {
+            payload_unreserve(c, r->len);
+            err = -ENOMEM;
+        }
+    }
+    r->refuse = err;
+    c->cur = r;
+    c->sink = r->buf;
+    c->sink_len = r->len;
+    c->sink_got = 0;
+    c->state = IN_REQ_PAYLOAD;
+    if (r->len == 0)
+        nbds_tx_payload_done(c);
+}
+
+/* Runs a checked request; a READ's payload memory is reserved already. */
 static void dispatch(struct nbds_conn *c, struct nbds_req *r)
 {
     const struct nbds_backend *b = c->cfg->backend;
@@ -366,6 +414,7 @@ static void dispatch(struct nbds_conn *c, struct nbds_req *r)
     if (r->type == NBD_CMD_READ) {
         r->buf = nbds_buf_get(c->srv, r->len);
         if (!r->buf) {
+            payload_unreserve(c, r->len);
             reply_error(c, r, -ENOMEM);
             free(r);
             return;
@@ -413,21 +462,11 @@ void nbds_tx_request(struct nbds_conn *c, const uint8_t *hdr)
     }
     int err = check_request(c, r);
     if (r->type == NBD_CMD_WRITE) {
-        /* The payload is always read, also when the request is refused,
-         * so that the stream stays in step (refused: discarded). */
-        if (!err) {
-            r->buf = nbds_buf_get(c->srv, r->len);
-            if (!r->buf)
-                err = -ENOMEM;
-        }
-        r->refuse = err;
-        c->cur = r;
-        c->sink = r->buf;
-        c->sink_len = r->len;
-        c->sink_got = 0;
-        c->state = IN_REQ_PAYLOAD;
-        if (r->len == 0)
-            nbds_tx_payload_done(c);
+        /* The payload is always read, also when the request is refused
+         * (then discarded). */
+        if (!err && !payload_reserve(c, r))
+            return;
+        write_begin(c, r, err);
         return;
     }
     if (err) {
@@ -435,7 +474,26 @@ void nbds_tx_request(struct nbds_conn *c, const uint8_t *hdr)
         free(r);
         return;
     }
+    if (r->type == NBD_CMD_READ && !payload_reserve(c, r))
+        return;
     dispatch(c, r);
+}
+
+bool nbds_conn_payload_retry(struct nbds_conn *c)
+{
+    struct nbds_req *r = c->cur;
+    if (!r || c->state != IN_REQ_HDR || c->closing)
+        return true;
+    if (!c->cfg->payload_budget->take(c->cfg->opaque, c, r->len))
+        return false;
+    nbds_debug(c, "request type %u len %u got its payload memory", r->type, r->len);
+    c->cur = NULL;
+    c->max_inflight = c->cfg->max_inflight;
+    if (r->type == NBD_CMD_WRITE)
+        write_begin(c, r, 0);
+    else
+        dispatch(c, r);
+    return true;
 }
 
 void nbds_tx_payload_done(struct nbds_conn *c)
