@@ -20,6 +20,8 @@ PKGS="$PKGS libnbd-bin python3-libnbd nbdkit fio"
 # vdisk-vmm: libnbd (its NBD client), unicorn (the emulation accelerator
 # for hosts without /dev/kvm)
 PKGS="$PKGS libnbd-dev libunicorn-dev"
+# the TLS tests make their certificates and keys with the openssl command
+PKGS="$PKGS openssl"
 
 missing=""
 for p in $PKGS; do

@@ -59,8 +59,9 @@ static void done_cb(void *opaque, int result)
 static int be_list(void *server_opaque, struct nbds_conn *c, struct nbds_list *l)
 {
     struct worker *w = server_opaque;
-    (void)c;
-    return exports_list(w->d, l);
+    struct access_peer ap;
+    access_peer(c, &ap);
+    return exports_list(w->d, &ap.p, l);
 }
 
 static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
@@ -74,8 +75,10 @@ static int be_open(void *server_opaque, struct nbds_conn *c, const char *name,
     if (__atomic_load_n(&d->stopping, __ATOMIC_ACQUIRE))
         return -ESHUTDOWN;
     bool ro, pool_query;
-    r = export_open_name(d, w, name, nbds_conn_peer(c), nbds_conn_query_open(c), &ex, &ro,
-                         &pool_query);
+    struct access_peer ap;
+    access_peer(c, &ap);
+    r = export_open_name(d, w, name, &ap.p, nbds_conn_peer(c), nbds_conn_query_open(c), &ex,
+                         &ro, &pool_query);
     if (r < 0) {
         vlog(LOG_DEBUG, "%s: export '%s' refused: %s", nbds_conn_peer(c), name, strerror(-r));
         return r;

@@ -10,7 +10,11 @@
  * "microseconds": U}}, sent to every client.  JSON is parsed and written
  * with jansson.
  *
- * The socket and its clients live on worker 0's loop, the main thread.
+ * A second socket, --control-ro, takes queries only (for monitoring);
+ * control-access.c says who may connect to each and which commands are
+ * queries.
+ *
+ * The sockets and their clients live on worker 0's loop, the main thread.
  * Commands run there, taking d->lock for the store and the export table
  * like the NBD side does.
  */
@@ -29,31 +33,7 @@
 
 #include "vdiskd.h"
 
-#define CTL_MAX_LINE (1u << 20)   /* longest command accepted */
-#define CTL_MAX_OUT (16u << 20)   /* replies and events waiting: beyond, the client is dropped */
-
-struct ctl_client {
-    struct watch w;
-    struct vdiskd *d;
-    char *in;
-    size_t inlen, incap;
-    char *out;
-    size_t outpos, outlen, outcap;
-    uint32_t armed;
-    bool closing;                 /* close once the output is written */
-    bool quit;                    /* "quit": stop the daemon after the reply */
-    uint64_t serial;              /* names it for replies that come later */
-    bool dead;
-    struct ctl_client *next;
-};
-
-struct control {
-    struct watch w;               /* the listening socket */
-    struct vdiskd *d;
-    char *path;
-    struct ctl_client *clients;
-    uint64_t next_serial;
-};
+#include "control.h"
 
 /* A command's reply is NULL when it comes later (ctl_reply_later). */
 #define CTL_LATER ((json_t *)&ctl_later_marker)
@@ -61,7 +41,7 @@ static int ctl_later_marker;
 
 /* ---- output ---- */
 
-static void ctl_rearm(struct ctl_client *c)
+void ctl_rearm(struct ctl_client *c)
 {
     uint32_t ev = EPOLLIN | (c->outlen > c->outpos ? EPOLLOUT : 0);
     /* A dead client asks for EPOLLOUT, which a socket reports at once (or
@@ -72,7 +52,7 @@ static void ctl_rearm(struct ctl_client *c)
         c->armed = ev;
 }
 
-static void ctl_flush(struct ctl_client *c)
+void ctl_flush(struct ctl_client *c)
 {
     while (c->outpos < c->outlen && !c->dead) {
         ssize_t n = send(c->w.fd, c->out + c->outpos, c->outlen - c->outpos,
@@ -93,7 +73,7 @@ static void ctl_flush(struct ctl_client *c)
 }
 
 /* Queues one JSON line (takes the reference of j). */
-static void ctl_send(struct ctl_client *c, json_t *j)
+void ctl_send(struct ctl_client *c, json_t *j)
 {
     char *s = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
@@ -126,11 +106,6 @@ static void ctl_send(struct ctl_client *c, json_t *j)
     c->outlen += n + 1;
     free(s);
     ctl_flush(c);
-}
-
-static json_t *error_obj(const char *cls, const char *desc)
-{
-    return json_pack("{s:{s:s,s:s}}", "error", "class", cls, "desc", desc);
 }
 
 void control_event(struct vdiskd *d, const char *name, json_t *data)
@@ -882,6 +857,13 @@ static void run_line(struct ctl_client *c, const char *line, size_t len)
         goto out;
     }
     reply = NULL;
+    if (c->read_only && !control_ro_allows(name)) {
+        char msg[200];
+        snprintf(msg, sizeof(msg), "read-only control socket: %.100s is not a query; use "
+                 "the control socket", name);
+        reply = error_obj("GenericError", msg);
+        goto out;
+    }
     for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++) {
         if (strcmp(commands[i].name, name) == 0) {
             reply = commands[i].fn ? commands[i].fn(c, args) : commands[i].later(c, args, id);
@@ -910,7 +892,7 @@ out:
 
 /* ---- clients ---- */
 
-static void ctl_free(struct control *ctl, struct ctl_client *c)
+void ctl_free(struct control *ctl, struct ctl_client *c)
 {
     struct ctl_client **pp;
     for (pp = &ctl->clients; *pp; pp = &(*pp)->next) {
@@ -974,7 +956,7 @@ static void ctl_read(struct ctl_client *c)
     }
 }
 
-static void ctl_client_io(struct watch *w, uint32_t events)
+void ctl_client_io(struct watch *w, uint32_t events)
 {
     struct ctl_client *c = (struct ctl_client *)w;
     struct control *ctl = c->d->control;
@@ -989,97 +971,4 @@ static void ctl_client_io(struct watch *w, uint32_t events)
         return;
     }
     ctl_rearm(c);
-}
-
-static void ctl_accept(struct watch *w, uint32_t events)
-{
-    struct control *ctl = (struct control *)w;
-    (void)events;
-    for (int i = 0; i < 16; i++) {
-        int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;
-        struct ctl_client *c = calloc(1, sizeof(*c));
-        if (!c) {
-            close(fd);
-            return;
-        }
-        c->w.fd = fd;
-        c->w.cb = ctl_client_io;
-        c->d = ctl->d;
-        c->armed = EPOLLIN;
-        if (loop_add(&ctl->d->workers[0], &c->w, EPOLLIN) < 0) {
-            close(fd);
-            free(c);
-            continue;
-        }
-        c->serial = ++ctl->next_serial;
-        c->next = ctl->clients;
-        ctl->clients = c;
-        unsigned maj = 0, min = 0, mic = 0;
-        sscanf(VDISKD_VERSION, "%u.%u.%u", &maj, &min, &mic);
-        ctl_send(c, json_pack("{s:{s:{s:{s:i,s:i,s:i},s:s},s:[s]}}", "vdiskd", "version",
-                              "vdiskd", "major", maj, "minor", min, "micro", mic, "package",
-                              "vdiskd " VDISKD_VERSION, "capabilities", "events"));
-        ctl_rearm(c);
-        if (c->dead)
-            ctl_free(ctl, c);
-    }
-}
-
-int control_start(struct vdiskd *d, const char *path, const char *group)
-{
-    gid_t gid = (gid_t)-1;
-    mode_t mode = 0600;
-    int fd, r;
-    if (group) {
-        struct group *g = getgrnam(group);
-        if (!g) {
-            vlog(LOG_ERR, "--control-group %s: no such group", group);
-            return -ENOENT;
-        }
-        gid = g->gr_gid;
-        mode = 0660;
-    }
-    if ((r = unix_listen(path, mode, gid, &fd)) < 0)
-        return r;
-    struct control *ctl = calloc(1, sizeof(*ctl));
-    if (!ctl || !(ctl->path = strdup(path))) {
-        free(ctl);
-        close(fd);
-        unlink(path);
-        return -ENOMEM;
-    }
-    ctl->w.fd = fd;
-    ctl->w.cb = ctl_accept;
-    ctl->d = d;
-    if ((r = loop_add(&d->workers[0], &ctl->w, EPOLLIN)) < 0) {
-        close(fd);
-        unlink(path);
-        free(ctl->path);
-        free(ctl);
-        return r;
-    }
-    d->control = ctl;
-    vlog(LOG_INFO, "control socket %s (mode %04o%s%s)", path, (unsigned)mode,
-         group ? ", group " : "", group ? group : "");
-    return 0;
-}
-
-void control_stop(struct vdiskd *d)
-{
-    struct control *ctl = d->control;
-    if (!ctl)
-        return;
-    while (ctl->clients) {
-        struct ctl_client *c = ctl->clients;
-        ctl_flush(c);
-        ctl_free(ctl, c);
-    }
-    loop_del(&d->workers[0], &ctl->w);
-    close(ctl->w.fd);
-    unlink(ctl->path);
-    free(ctl->path);
-    free(ctl);
-    d->control = NULL;
 }

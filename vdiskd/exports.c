@@ -7,6 +7,9 @@
  * that a FLUSH on one connection covers the writes of all (multi-conn),
  * and only one writer lock is taken per volume.
  *
+ * Who may open which name is access.c's to say (the catalog's rules);
+ * export_open_name asks it before opening anything.
+ *
  * The chains are opened with vd_chain_open on the layer file the catalog
  * names (layers/UUID.vdk in the store) rather than vd_store_open_chain,
  * because only vd_chain_open takes a vd_layer_cache: linked clones of one
@@ -367,17 +370,21 @@ json_t *export_cfg_query(struct vdiskd *d)
     return list;
 }
 
-int export_open_name(struct vdiskd *d, struct worker *w, const char *name, const char *peer,
-                     bool query, struct export **out, bool *read_only, bool *pool)
+int export_open_name(struct vdiskd *d, struct worker *w, const char *name,
+                     const struct vd_peer *who, const char *peer, bool query,
+                     struct export **out, bool *read_only, bool *pool)
 {
     pthread_mutex_lock(&d->lock);
     const struct export_cfg *c = cfg_find(d, name);
     const char *target = c && c->target[0] ? c->target : name;
+    bool rule_ro = false;
     *read_only = c && c->read_only;
     *pool = false;
     int r;
     if (c && c->removed) {
         r = -ENOENT;
+    } else if ((r = access_check_locked(d, target, who, peer, &rule_ro)) < 0) {
+        /* refused before anything is opened or a pool's clone taken */
     } else if (strncmp(target, "pool/", 5) == 0) {
         r = pools_open_locked(d, w, target, peer, query, out);
         *pool = query;
@@ -386,6 +393,7 @@ int export_open_name(struct vdiskd *d, struct worker *w, const char *name, const
     } else {
         r = export_get_locked(d, w, target, out);
     }
+    *read_only = *read_only || rule_ro;
     pthread_mutex_unlock(&d->lock);
     return r;
 }
@@ -481,7 +489,10 @@ static int list_add(struct vdiskd *d, struct nbds_list *l, const char *name, con
     return nbds_list_add(l, name, desc);
 }
 
-static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
+/* Snapshots and template versions follow their volume's or template's
+ * rules, so one decision per volume or template covers its entries. */
+static int exports_list_locked(struct vdiskd *d, const struct vd_peer *who,
+                               struct nbds_list *l)
 {
     struct vd_volume_info *vols = NULL;
     struct vd_template_info *tpls = NULL;
@@ -492,7 +503,7 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
     if ((r = vd_volume_list(d->store, &vols, &nv)) < 0)
         return r;
     for (size_t i = 0; i < nv && r >= 0; i++) {
-        if (pools_hidden_locked(d, vols[i].name))
+        if (pools_hidden_locked(d, vols[i].name) || !access_listed_locked(d, vols[i].name, who))
             continue;
         fmt_size(vols[i].size, sz, sizeof(sz));
         snprintf(desc, sizeof(desc), "volume %s (%s)%s", vols[i].name, sz,
@@ -520,6 +531,8 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
         struct vd_template_info ti;
         struct vd_template_version *v = NULL;
         size_t n = 0;
+        if (!access_listed_locked(d, tpls[i].name, who))
+            continue;
         fmt_size(tpls[i].size, sz, sizeof(sz));
         snprintf(desc, sizeof(desc), "template %s, newest version %u (%s, read-only)",
                  tpls[i].name, (unsigned)tpls[i].latest, sz);
@@ -537,9 +550,9 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
     }
     free(tpls);
     if (r >= 0)
-        r = pools_list_locked(d, l);
+        r = pools_list_locked(d, who, l);
     for (const struct export_cfg *c = d->cfgs; c && r >= 0; c = c->next) {
-        if (!c->target[0])
+        if (!c->target[0] || !access_listed_locked(d, c->target, who))
             continue;
         char ad[EXPORT_NAME_MAX + 32];
         snprintf(ad, sizeof(ad), "alias of %s%s", c->target, c->read_only ? " (read-only)" : "");
@@ -548,10 +561,10 @@ static int exports_list_locked(struct vdiskd *d, struct nbds_list *l)
     return r < 0 ? r : 0;
 }
 
-int exports_list(struct vdiskd *d, struct nbds_list *l)
+int exports_list(struct vdiskd *d, const struct vd_peer *who, struct nbds_list *l)
 {
     pthread_mutex_lock(&d->lock);
-    int r = exports_list_locked(d, l);
+    int r = exports_list_locked(d, who, l);
     pthread_mutex_unlock(&d->lock);
     return r;
 }

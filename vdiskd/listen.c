@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -30,15 +31,26 @@ struct listener {
     struct listener *next;
 };
 
-static void peer_name(int fd, bool unix_sock, char *out, size_t outlen)
+/* A descriptor kept in reserve for accept() to refuse with when the
+ * process has none left (EMFILE): a listening socket whose backlog is
+ * never taken stays readable, and the loop would spin on it. */
+static int spare_fd = -1;
+
+/* The peer for the log, and the client it counts as for the limits
+ * (limits.c): a unix peer's uid, a TCP peer's address. */
+static void peer_name(int fd, bool unix_sock, char *out, size_t outlen, char *key,
+                      size_t keylen)
 {
     if (unix_sock) {
         struct ucred cr;
         socklen_t l = sizeof(cr);
-        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == 0)
+        if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cr, &l) == 0) {
             snprintf(out, outlen, "unix:uid=%u,pid=%d", (unsigned)cr.uid, (int)cr.pid);
-        else
+            snprintf(key, keylen, "uid:%u", (unsigned)cr.uid);
+        } else {
             snprintf(out, outlen, "unix");
+            snprintf(key, keylen, "unix");
+        }
         return;
     }
     struct sockaddr_storage ss;
@@ -46,28 +58,60 @@ static void peer_name(int fd, bool unix_sock, char *out, size_t outlen)
     char host[NI_MAXHOST], port[NI_MAXSERV];
     if (getpeername(fd, (struct sockaddr *)&ss, &l) == 0 &&
         getnameinfo((struct sockaddr *)&ss, l, host, sizeof(host), port, sizeof(port),
-                    NI_NUMERICHOST | NI_NUMERICSERV) == 0)
+                    NI_NUMERICHOST | NI_NUMERICSERV) == 0) {
         snprintf(out, outlen, ss.ss_family == AF_INET6 ? "tcp:[%s]:%s" : "tcp:%s:%s",
                  host, port);
-    else
+        snprintf(key, keylen, "%.63s", host);   /* a numeric address: at most 61 */
+    } else {
         snprintf(out, outlen, "tcp");
+        snprintf(key, keylen, "tcp");
+    }
+}
+
+/* TCP keepalive, so that a client whose host died or whose network went
+ * away (no FIN, no RST) frees its connection and its share of the limits
+ * after about 2 minutes.  A live client is never cut for being idle: a
+ * VM's disk can go unused for hours, and NBD has no keep-alive of its own. */
+static void tcp_keepalive(int fd)
+{
+    int one = 1, idle = 60, intvl = 10, cnt = 6;
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+    setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
 }
 
 static void listener_io(struct watch *w, uint32_t events)
 {
     struct listener *ls = (struct listener *)w;
-    char peer[128];
+    char peer[128], key[VDISKD_PEER_KEY];
+    struct peer_slot *slot;
     (void)events;
     for (int i = 0; i < 16; i++) {
         int fd = accept4(w->fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0 && (errno == EMFILE || errno == ENFILE) && spare_fd >= 0) {
+            limits_out_of_fds(ls->d, ls->spec);
+            close(spare_fd);
+            fd = accept4(w->fd, NULL, NULL, SOCK_CLOEXEC);
+            if (fd >= 0)
+                close(fd);
+            spare_fd = eventfd(0, EFD_CLOEXEC);
+            return;
+        }
         if (fd < 0) {
             if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED)
                 vlog(LOG_ERR, "%s: accept: %s", ls->spec, strerror(errno));
             return;
         }
+        peer_name(fd, ls->unix_sock, peer, sizeof(peer), key, sizeof(key));
+        if (limits_admit(ls->d, key, peer, &slot) < 0) {
+            close(fd);
+            continue;
+        }
         if (!ls->unix_sock) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            tcp_keepalive(fd);
         } else {
             /* A unix socket's send buffer is all the data in flight to the
              * client: the default (about 200 KiB) splits every 1 MiB read
@@ -76,8 +120,7 @@ static void listener_io(struct watch *w, uint32_t events)
             int sz = VDISKD_UNIX_SNDBUF;
             setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &sz, sizeof(sz));
         }
-        peer_name(fd, ls->unix_sock, peer, sizeof(peer));
-        client_start(ls->d, fd, peer);
+        client_start(ls->d, fd, peer, slot);
     }
 }
 
@@ -195,6 +238,17 @@ int listen_add(struct vdiskd *d, const char *spec)
     }
     if (r < 0)
         return r;
+    /* --user: the socket files the daemon made as root are its user's,
+     * as those it makes afterwards are. */
+    if (is_unix && d->run_as && chown(spec + 5, d->run_uid, d->run_gid) < 0) {
+        r = -errno;
+        vlog(LOG_ERR, "%s: %s", spec, strerror(-r));
+        unlink(spec + 5);
+        close(fd);
+        return r;
+    }
+    if (spare_fd < 0)
+        spare_fd = eventfd(0, EFD_CLOEXEC);
     ls = calloc(1, sizeof(*ls));
     if (!ls || !(ls->spec = strdup(spec)) || (is_unix && !(ls->path = strdup(spec + 5)))) {
         if (ls)
@@ -232,5 +286,9 @@ void listen_close_all(struct vdiskd *d)
         free(ls->path);
         free(ls->spec);
         free(ls);
+    }
+    if (spare_fd >= 0) {
+        close(spare_fd);
+        spare_fd = -1;
     }
 }

@@ -56,11 +56,15 @@ struct client {
     bool ended;                 /* out of epoll, waiting for in-flight I/O */
     bool dirty;                 /* on wk->dirty */
     struct client *dirty_next;
-    time_t started;
+    uint64_t started_ns;        /* accepted (vdiskd_now_ns) */
+    struct peer_slot *slot;     /* its count in the client limits */
+    struct budget_waiter bw;    /* waiting for payload memory (limits.c) */
     struct client *next;        /* wk->clients or an inbox */
     struct export *user_of;     /* on that export's users list (d->lock) */
     struct client *user_next;
     bool gone;                  /* destroyed: freed at the end of the round */
+    uint32_t *groups;           /* a unix peer's supplementary groups (access.c) */
+    size_t ngroups;
 };
 
 /* The export's list of connections, for messages naming them. */
@@ -94,6 +98,28 @@ static void user_del(struct vdiskd *d, struct client *c)
 const char *client_peer(const struct client *c)
 {
     return c->peer;
+}
+
+size_t client_groups(const struct client *c, const uint32_t **out)
+{
+    *out = c->groups;
+    return c->ngroups;
+}
+
+/* A unix socket peer's credentials, for the access rules (access.c).
+ * Only on AF_UNIX: on TCP, SO_PEERCRED succeeds with the overflow uid
+ * (nobody's), which must not pass for a local user. */
+static void client_cred(struct client *c)
+{
+    struct sockaddr_storage ss;
+    socklen_t l = sizeof(ss);
+    struct ucred cr;
+    socklen_t cl = sizeof(cr);
+    if (getsockname(c->fd, (struct sockaddr *)&ss, &l) < 0 || ss.ss_family != AF_UNIX ||
+        getsockopt(c->fd, SOL_SOCKET, SO_PEERCRED, &cr, &cl) < 0)
+        return;
+    nbds_conn_set_cred(c->conn, (uint32_t)cr.uid, (uint32_t)cr.gid, (int32_t)cr.pid);
+    c->ngroups = peer_groups(c->fd, &c->groups);
 }
 
 struct client *client_user_next(const struct client *c)
@@ -200,6 +226,7 @@ static void client_end(struct client *c)
     if (c->ended)
         return;
     c->ended = true;
+    c->wk->reap_due = true;
     loop_del(c->wk, &c->w);
     shutdown(c->fd, SHUT_RDWR);
 }
@@ -209,6 +236,7 @@ static void client_unlink(struct client *c)
 {
     struct worker *w = c->wk;
     struct client **pp;
+    budget_unwait(w, &c->bw);
     if (c->dirty) {
         for (pp = &w->dirty; *pp; pp = &(*pp)->dirty_next) {
             if (*pp == c) {
@@ -239,6 +267,10 @@ static void client_destroy(struct vdiskd *d, struct client *c)
     close(c->fd);
     free(c->peer);
     c->peer = NULL;
+    free(c->groups);
+    c->groups = NULL;
+    limits_release(d, c->slot);
+    c->slot = NULL;
     /* This round's events may still name it (a task that disconnected an
      * export's clients ran between two of them): freed after the round. */
     c->gone = true;
@@ -312,6 +344,23 @@ void client_notify(void *opaque, struct nbds_conn *conn)
     w->dirty = c;
 }
 
+struct budget_waiter *client_waiter(struct client *c)
+{
+    c->bw.c = c;
+    return &c->bw;
+}
+
+bool client_payload_retry(struct client *c)
+{
+    return c->ended || nbds_conn_payload_retry(c->conn);
+}
+
+void client_payload_resume(struct client *c)
+{
+    if (!c->ended)
+        client_io(&c->w, EPOLLIN);   /* the input that waited behind it */
+}
+
 /* Sends what completions queued (and parses input that flow control held
  * back); the socket is tried without waiting for epoll to say writable:
  * when it is not, the write fails with EAGAIN and EPOLLOUT gets armed. */
@@ -341,6 +390,7 @@ static void client_attach(struct worker *w, struct client *c)
             client_destroy(w->d, c);
             return;
         }
+        client_cred(c);
         vlog(LOG_DEBUG, "%s: connected (thread %u)", c->peer, w->id);
     } else {
         r = nbds_conn_move(c->conn, w->srv);
@@ -369,33 +419,47 @@ static void client_attach(struct worker *w, struct client *c)
     client_io(&c->w, EPOLLIN | EPOLLOUT);
 }
 
-int client_start(struct vdiskd *d, int fd, const char *peer)
+int client_start(struct vdiskd *d, int fd, const char *peer, struct peer_slot *slot)
 {
     struct client *c = calloc(1, sizeof(*c));
     if (!c || !(c->peer = strdup(peer))) {
         free(c);
         close(fd);
+        limits_release(d, slot);
         return -ENOMEM;
     }
     c->fd = fd;
-    c->started = time(NULL);
+    c->started_ns = vdiskd_now_ns();
+    c->slot = slot;
     __atomic_add_fetch(&d->nclients, 1, __ATOMIC_ACQ_REL);
     post(&d->workers[d->next_worker++ % d->nworkers], c);
     return 0;
 }
 
 /* Frees what can be freed: ended connections with nothing in flight,
- * clients stuck in the handshake for too long, and when stopping, idle
- * connections with no reply left to send. */
+ * clients stuck in the handshake for too long (--handshake-timeout), and
+ * when stopping, idle connections with no reply left to send.  The walk
+ * over every client runs only when a client ended, when stopping, or
+ * every REAP_NS for the timeouts: not every round of a busy loop, whose
+ * cost would then grow with the idle connections. */
+#define REAP_NS 250000000u
 static void clients_reap(struct worker *w)
 {
-    time_t now = time(NULL);
+    uint64_t now = vdiskd_now_ns();
+    uint64_t limit = (uint64_t)w->d->handshake_timeout * 1000000000u;
     struct client *c, *next;
+    if (!w->reap_due && !w->stopped && now - w->reap_ns < REAP_NS)
+        return;
+    w->reap_due = false;
+    w->reap_ns = now;
+    if (w->id == 0)
+        limits_tick(w->d);
     for (c = w->clients; c; c = next) {
         next = c->next;
-        if (!c->ended && nbds_conn_in_handshake(c->conn) &&
-            now - c->started > VDISKD_HANDSHAKE_TIMEOUT) {
-            vlog(LOG_INFO, "%s: handshake timed out", c->peer);
+        if (!c->ended && limit && nbds_conn_in_handshake(c->conn) &&
+            now - c->started_ns >= limit) {
+            vlog(LOG_INFO, "%s: handshake timed out after %u s", c->peer,
+                 w->d->handshake_timeout);
             client_end(c);
         }
         if (w->stopped && !c->ended && nbds_conn_inflight(c->conn) == 0 &&
@@ -404,6 +468,8 @@ static void clients_reap(struct worker *w)
         if (c->ended && nbds_conn_inflight(c->conn) == 0) {
             client_unlink(c);
             client_destroy(w->d, c);
+        } else if (c->ended) {
+            w->reap_due = true;     /* again next round: its I/O may be done */
         }
     }
 }
@@ -497,8 +563,12 @@ static void sig_io(struct watch *wt, uint32_t events)
     struct vdiskd *d = (struct vdiskd *)((char *)wt - offsetof(struct vdiskd, sig_watch));
     struct signalfd_siginfo si;
     (void)events;
-    while (read(wt->fd, &si, sizeof(si)) == sizeof(si))
-        vdiskd_stop(d, strsignal((int)si.ssi_signo));
+    while (read(wt->fd, &si, sizeof(si)) == sizeof(si)) {
+        if (si.ssi_signo == SIGHUP)
+            tls_reload(d);
+        else
+            vdiskd_stop(d, strsignal((int)si.ssi_signo));
+    }
 }
 
 uint64_t vdiskd_now_ns(void)
@@ -557,6 +627,8 @@ static int worker_run(struct worker *w)
         jobs_run(w);
         if (w->id == 0)
             pools_kick(d);
+        if (w->budget_wait)
+            budget_retry(w);
         clients_flush(w);
         clients_reap(w);
         free_graveyard(w);
@@ -590,6 +662,7 @@ int worker_init(struct vdiskd *d, struct worker *w, unsigned id, bool stdio)
     w->id = id;
     w->epfd = -1;
     w->wake_watch.fd = -1;
+    w->budget_tail = &w->budget_wait;
     pthread_mutex_init(&w->inbox_lock, NULL);
     if ((r = vd_ctx_new(0, &w->ctx)) < 0)
         return r;
@@ -600,6 +673,11 @@ int worker_init(struct vdiskd *d, struct worker *w, unsigned id, bool stdio)
         .verbose = vdiskd_verbose > 1,
         /* The stdio connection is served by nbds_serve: nothing to move. */
         .pause_at_transmission = !stdio,
+        .max_inflight = d->max_inflight,
+        /* The --stdio connection has no client to queue. */
+        .payload_budget = d->payload_limit && !stdio ? &payload_budget_hooks : NULL,
+        .tls = tls_mode(d),
+        .tls_context = tls_context,
     };
     if ((r = nbds_server_new(&cfg, &w->srv)) < 0)
         return r;
@@ -627,6 +705,7 @@ void worker_fini(struct worker *w)
             nbds_conn_free(c->conn);
         close(c->fd);
         free(c->peer);
+        free(c->groups);
         free(c);
     }
     run_tasks(w);
@@ -654,6 +733,7 @@ int loop_run(struct vdiskd *d)
     sigemptyset(&set);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);            /* reloads the TLS credentials */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     d->sig_watch.fd = signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC);
     d->sig_watch.cb = sig_io;

@@ -52,6 +52,17 @@ static void usage(FILE *f)
           "  --control PATH        the control socket (default: STORE/control.sock;\n"
           "                        'none': no control API)\n"
           "  --control-group GROUP let GROUP use the control socket too (mode 0660)\n"
+          "  --control-ro PATH     a read-only control socket too: queries only, for\n"
+          "                        monitoring (mode 0666)\n"
+          "  --control-ro-group GROUP  only GROUP may use it (mode 0660)\n"
+          "  --tls off|on|require  TLS (NBD_OPT_STARTTLS): off; offered; or required\n"
+          "                        before anything else (default: require when\n"
+          "                        credentials are given, else off)\n"
+          "  --tls-certs DIR       x509: DIR/server-cert.pem, DIR/server-key.pem, and\n"
+          "                        DIR/ca-cert.pem to verify client certificates\n"
+          "  --tls-psk FILE        pre-shared keys, lines IDENTITY:HEXKEY\n"
+          "  --tls-verify-peer     refuse clients without a certificate the CA signed\n"
+          "                        (SIGHUP reloads the certificates and keys)\n"
           "  --read-only           serve volumes read-only too\n"
           "  --cache none|writeback  none: O_DIRECT (default); writeback: page cache\n"
           "  --poll-us N           while I/O is in flight, poll this many microseconds\n"
@@ -63,6 +74,20 @@ static void usage(FILE *f)
           "                        filesystem has less than P% free (default 10,5,1)\n"
           "  --threads N           event loop threads (default: one per CPU, at most "
           VDISKD_STR(VDISKD_MAX_THREADS) ")\n"
+          "  --max-connections N   connections in all (default "
+          VDISKD_STR(VDISKD_MAX_CONNS) "; 0: no limit);\n"
+          "                        more are closed at once, with a log line\n"
+          "  --max-connections-per-client N  from one IP address or unix uid (default "
+          VDISKD_STR(VDISKD_MAX_CONNS_CLIENT) ")\n"
+          "  --handshake-timeout SECONDS  to choose an export, TLS included (default "
+          VDISKD_STR(VDISKD_HANDSHAKE_TIMEOUT) ";\n"
+          "                        0: none)\n"
+          "  --max-inflight N      requests in flight per connection; a client that\n"
+          "                        sends more waits (default "
+          VDISKD_STR(VDISKD_MAX_INFLIGHT) ")\n"
+          "  --max-payload-memory SIZE  memory for READ/WRITE payloads, whole daemon;\n"
+          "                        requests wait for it (default 1G; 0: no limit)\n"
+          "  --user USER[:GROUP]   run as USER once the sockets are bound (root only)\n"
           "  --syslog              log to syslog instead of stderr\n"
           "  --stdio               serve one connection on stdin/stdout and exit\n"
           "                        (for tests, fuzzing and inetd-style use)\n"
@@ -72,9 +97,14 @@ static void usage(FILE *f)
           "  -V, --version         the version\n"
           "\n"
           "Exports: VOL (read-write), VOL@SNAP, TPL and TPL@N (read-only).\n"
+          "Who may open them: the store's access rules (vdisk export allow|deny|rules).\n"
           "Exit status: 0 after SIGTERM/SIGINT, 1 on an error at startup, 2 usage.\n", f);
 }
 
+enum { OPT_CONTROL_RO = 500, OPT_CONTROL_RO_GROUP };
+enum { OPT_TLS = 400, OPT_TLS_CERTS, OPT_TLS_PSK, OPT_TLS_VERIFY_PEER };
+enum { OPT_MAX_CONNS = 600, OPT_MAX_CONNS_CLIENT, OPT_HANDSHAKE_TIMEOUT, OPT_MAX_INFLIGHT,
+       OPT_MAX_PAYLOAD_MEMORY, OPT_USER };
 enum { OPT_STORE = 256, OPT_LISTEN, OPT_READ_ONLY, OPT_CACHE, OPT_SYSLOG, OPT_STDIO, OPT_POLL_US, OPT_THREADS, OPT_CONTROL, OPT_CONTROL_GROUP, OPT_SPACE_WARN, OPT_BLOCK_CACHE };
 
 /* A size with an optional K, M, G or T suffix (powers of 1024). */
@@ -126,6 +156,10 @@ int main(int argc, char **argv)
 {
     static const struct option opts[] = {
         { "store", required_argument, NULL, OPT_STORE },
+        { "tls", required_argument, NULL, OPT_TLS },
+        { "tls-certs", required_argument, NULL, OPT_TLS_CERTS },
+        { "tls-psk", required_argument, NULL, OPT_TLS_PSK },
+        { "tls-verify-peer", no_argument, NULL, OPT_TLS_VERIFY_PEER },
         { "listen", required_argument, NULL, OPT_LISTEN },
         { "read-only", no_argument, NULL, OPT_READ_ONLY },
         { "cache", required_argument, NULL, OPT_CACHE },
@@ -135,8 +169,16 @@ int main(int argc, char **argv)
         { "threads", required_argument, NULL, OPT_THREADS },
         { "control", required_argument, NULL, OPT_CONTROL },
         { "control-group", required_argument, NULL, OPT_CONTROL_GROUP },
+        { "control-ro", required_argument, NULL, OPT_CONTROL_RO },
+        { "control-ro-group", required_argument, NULL, OPT_CONTROL_RO_GROUP },
         { "space-warn", required_argument, NULL, OPT_SPACE_WARN },
         { "block-cache", required_argument, NULL, OPT_BLOCK_CACHE },
+        { "max-connections", required_argument, NULL, OPT_MAX_CONNS },
+        { "max-connections-per-client", required_argument, NULL, OPT_MAX_CONNS_CLIENT },
+        { "handshake-timeout", required_argument, NULL, OPT_HANDSHAKE_TIMEOUT },
+        { "max-inflight", required_argument, NULL, OPT_MAX_INFLIGHT },
+        { "max-payload-memory", required_argument, NULL, OPT_MAX_PAYLOAD_MEMORY },
+        { "user", required_argument, NULL, OPT_USER },
         { "foreground", no_argument, NULL, 'f' },
         { "verbose", no_argument, NULL, 'v' },
         { "help", no_argument, NULL, 'h' },
@@ -146,6 +188,10 @@ int main(int argc, char **argv)
     struct vdiskd d = { .poll_us = VDISKD_POLL_US, .space.timer.fd = -1,
                         .pools_timer.fd = -1 };
     const char *store_dir = NULL, *control_path = NULL, *control_group = NULL;
+    const char *control_ro = NULL, *control_ro_group = NULL;
+    const char *tls_mode_arg = NULL, *tls_certs = NULL, *tls_psk = NULL;
+    enum nbds_tls_mode tls = NBDS_TLS_OFF;
+    bool tls_verify_peer = false;
     char ctlsock[4200];
     const char **listens = NULL;
     size_t nlisten = 0;
@@ -154,10 +200,23 @@ int main(int argc, char **argv)
     char def[4096], sock[4200];
     int c, r, ret = 1;
 
+    limits_defaults(&d);
     while ((c = getopt_long(argc, argv, "fvhV", opts, NULL)) != -1) {
         switch (c) {
         case OPT_STORE:
             store_dir = optarg;
+            break;
+        case OPT_TLS:
+            tls_mode_arg = optarg;
+            break;
+        case OPT_TLS_CERTS:
+            tls_certs = optarg;
+            break;
+        case OPT_TLS_PSK:
+            tls_psk = optarg;
+            break;
+        case OPT_TLS_VERIFY_PEER:
+            tls_verify_peer = true;
             break;
         case OPT_LISTEN: {
             const char **n = realloc(listens, (nlisten + 1) * sizeof(*listens));
@@ -173,12 +232,44 @@ int main(int argc, char **argv)
         case OPT_CONTROL_GROUP:
             control_group = optarg;
             break;
+        case OPT_CONTROL_RO:
+            control_ro = optarg;
+            break;
+        case OPT_CONTROL_RO_GROUP:
+            control_ro_group = optarg;
+            break;
         case OPT_READ_ONLY:
             d.read_only = true;
             break;
         case OPT_BLOCK_CACHE:
             if (parse_size("--block-cache", optarg, &block_cache) < 0)
                 return 2;
+            break;
+        case OPT_MAX_CONNS:
+            if (parse_count("--max-connections", optarg, 0, 1u << 20, &d.max_conns) < 0)
+                return 2;
+            break;
+        case OPT_MAX_CONNS_CLIENT:
+            if (parse_count("--max-connections-per-client", optarg, 0, 1u << 20,
+                            &d.max_conns_client) < 0)
+                return 2;
+            break;
+        case OPT_HANDSHAKE_TIMEOUT:
+            if (parse_count("--handshake-timeout", optarg, 0, 86400, &d.handshake_timeout) < 0)
+                return 2;
+            break;
+        case OPT_MAX_INFLIGHT:
+            if (parse_count("--max-inflight", optarg, 1, VDISKD_MAX_INFLIGHT_MAX,
+                            &d.max_inflight) < 0)
+                return 2;
+            break;
+        case OPT_MAX_PAYLOAD_MEMORY:
+            if (parse_size("--max-payload-memory", optarg, &d.payload_limit) < 0)
+                return 2;
+            break;
+        case OPT_USER:
+            if ((r = privs_parse(&d, optarg)) < 0)
+                return r == -EPERM ? 1 : 2;
             break;
         case OPT_SPACE_WARN:
             if (space_parse(&d, optarg) < 0) {
@@ -234,6 +325,31 @@ int main(int argc, char **argv)
                 "Try 'vdiskd --help' for more information.\n", argv[optind]);
         return 2;
     }
+    if (control_ro_group && !control_ro) {
+        fprintf(stderr, "vdiskd: --control-ro-group needs --control-ro PATH\n");
+        return 2;
+    }
+    if (!tls_mode_arg)
+        tls = tls_certs || tls_psk ? NBDS_TLS_REQUIRE : NBDS_TLS_OFF;
+    else if (strcmp(tls_mode_arg, "off") == 0)
+        tls = NBDS_TLS_OFF;
+    else if (strcmp(tls_mode_arg, "on") == 0)
+        tls = NBDS_TLS_ON;
+    else if (strcmp(tls_mode_arg, "require") == 0)
+        tls = NBDS_TLS_REQUIRE;
+    else {
+        fprintf(stderr, "vdiskd: --tls: expected off, on or require, not '%s'\n", tls_mode_arg);
+        return 2;
+    }
+    if (tls != NBDS_TLS_OFF && !tls_certs && !tls_psk) {
+        fprintf(stderr, "vdiskd: --tls %s needs credentials: --tls-certs DIR or "
+                "--tls-psk FILE\n", tls_mode_arg);
+        return 2;
+    }
+    if (tls_verify_peer && !tls_certs) {
+        fprintf(stderr, "vdiskd: --tls-verify-peer needs --tls-certs DIR (with ca-cert.pem)\n");
+        return 2;
+    }
     if (!store_dir) {
         if ((r = vd_store_default_path(def, sizeof(def))) < 0) {
             fprintf(stderr, "vdiskd: no store: give --store DIR or set VDISK_STORE\n");
@@ -256,7 +372,7 @@ int main(int argc, char **argv)
     signal(SIGPIPE, SIG_IGN);
 
     pthread_mutex_init(&d.lock, NULL);
-    if ((r = vd_store_open(store_dir, VD_STORE_CREATE, &d.store)) < 0) {
+    if ((r = privs_store_open(&d, store_dir)) < 0) {
         vlog(LOG_ERR, "store %s: %s", store_dir, *vd_errmsg() ? vd_errmsg() : strerror(-r));
         goto out;
     }
@@ -265,12 +381,17 @@ int main(int argc, char **argv)
         vlog(LOG_ERR, "layer cache: %s", *vd_errmsg() ? vd_errmsg() : strerror(-r));
         goto out;
     }
+    if ((r = limits_start(&d)) < 0)
+        goto out;
     if (stdio) {
         d.nworkers = 1;
     } else if (!d.nworkers) {
         long n = sysconf(_SC_NPROCESSORS_ONLN);
         d.nworkers = n < 1 ? 1 : n > VDISKD_MAX_THREADS ? VDISKD_MAX_THREADS : (unsigned)n;
     }
+    if (tls != NBDS_TLS_OFF &&
+        tls_setup(&d, tls, tls_certs, tls_psk, tls_verify_peer) < 0)
+        goto out;
     d.workers = calloc(d.nworkers, sizeof(*d.workers));
     if (!d.workers)
         goto out;
@@ -280,6 +401,10 @@ int main(int argc, char **argv)
             goto out;
         }
     }
+    /* --user: root until the sockets are bound, no longer (privs.c);
+     * --stdio has none to bind. */
+    if (stdio && privs_drop(&d) < 0)
+        goto out;
     if (stdio) {
         /* One client on stdin/stdout: no sockets, no epoll loop. */
         struct worker *w = &d.workers[0];
@@ -300,11 +425,15 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < nlisten; i++)
         if (listen_add(&d, listens[i]) < 0)
             goto out;
+    if (privs_drop(&d) < 0)
+        goto out;
     if (!control_path) {
         snprintf(ctlsock, sizeof(ctlsock), "%s/control.sock", vd_store_path(d.store));
         control_path = ctlsock;
     }
     if (strcmp(control_path, "none") != 0 && control_start(&d, control_path, control_group) < 0)
+        goto out;
+    if (control_ro && control_start_ro(&d, control_ro, control_ro_group) < 0)
         goto out;
     if ((r = space_start(&d)) < 0)
         vlog(LOG_ERR, "watching free space: %s", strerror(-r));
@@ -312,6 +441,10 @@ int main(int argc, char **argv)
         vlog(LOG_ERR, "pools: %s", strerror(-r));
     vlog(LOG_INFO, "serving store %s%s, cache=%s, %u thread(s)", vd_store_path(d.store),
          d.read_only ? " read-only" : "", d.open_flags ? "writeback" : "none", d.nworkers);
+    vlog(LOG_INFO, "limits: %u connection(s), %u per client, handshake %u s, %u request(s) "
+         "in flight per connection, payload memory %llu MiB (0: none)", d.max_conns,
+         d.max_conns_client, d.handshake_timeout, d.max_inflight,
+         (unsigned long long)(d.payload_limit >> 20));
 
     if ((r = loop_run(&d)) < 0) {
         vlog(LOG_ERR, "event loop: %s", strerror(-r));
@@ -333,10 +466,12 @@ out:
     for (unsigned i = 0; d.workers && i < d.nworkers; i++)
         worker_fini(&d.workers[i]);
     free(d.workers);
+    limits_stop(&d);
     if (d.cache && vd_layer_cache_free(d.cache) < 0)
         vlog(LOG_ERR, "layer cache: %s", vd_errmsg());
     if (d.store)
         vd_store_close(d.store);
+    tls_free(&d);
     pthread_mutex_destroy(&d.lock);
     free(listens);
     if (ret == 0)

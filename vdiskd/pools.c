@@ -8,7 +8,10 @@
  *                    USER's connections share it.
  * A clone is served under its own export (its volume name), marked with
  * its pool; the clone's volume name itself is not served nor listed, so a
- * session's clone is reached only through the pool.
+ * session's clone is reached only through the pool: an ephemeral clone by
+ * the one connection that took it (every pool/POOL connection takes a
+ * clone of its own), a persistent one by its user's connections (the
+ * access rules, access.c, hold pool/POOL/USER to USER).
  *
  * Worker 0 keeps the spares: a timer every POOLS_PERIOD_MS looks at every
  * pool and, where fewer spares of the current template version are ready
@@ -111,7 +114,7 @@ bool pools_hidden_locked(struct vdiskd *d, const char *name)
     return vd_pool_of_volume(d->store, base, pool) == 0;
 }
 
-int pools_list_locked(struct vdiskd *d, struct nbds_list *l)
+int pools_list_locked(struct vdiskd *d, const struct vd_peer *who, struct nbds_list *l)
 {
     struct vd_pool_info *p = NULL;
     size_t n = 0;
@@ -121,6 +124,8 @@ int pools_list_locked(struct vdiskd *d, struct nbds_list *l)
     for (size_t i = 0; i < n && r >= 0; i++) {
         char name[VD_NAME_MAX + 8], desc[256];
         snprintf(name, sizeof(name), "pool/%s", p[i].name);
+        if (!access_listed_locked(d, name, who))
+            continue;
         if (p[i].mode == VD_POOL_EPHEMERAL)
             snprintf(desc, sizeof(desc), "pool %s: a fresh linked clone of %s v%u per "
                      "connection (%u of %u in use)", p[i].name, p[i].template_name,

@@ -53,6 +53,13 @@ struct client;
 struct listener;
 struct export;
 
+/* A client's place in its worker's queue for payload memory (limits.c). */
+struct budget_waiter {
+    struct client *c;
+    struct budget_waiter *next;
+    bool queued;
+};
+
 /* An event-loop thread: its own epoll set, libvdisk context (every export
  * it serves is a chain opened on that context) and nbd-server server
  * (payload buffers).  Worker 0 is the main thread and also watches the
@@ -77,6 +84,11 @@ struct worker {
     struct task *tasks;                 /* work handed over by other threads */
     struct job *jobs;                   /* background jobs it runs (jobs.c) */
     struct client *graveyard;           /* destroyed this round (loop.c) */
+    /* Clients waiting for payload memory (limits.c), oldest first. */
+    struct budget_waiter *budget_wait, **budget_tail;
+    unsigned budget_nwait;              /* atomic: how many */
+    uint64_t reap_ns;                   /* the last scan for timeouts */
+    bool reap_due;                      /* a client ended: scan every round */
 };
 
 /* Work for a given worker's thread (worker_post_task). */
@@ -125,9 +137,39 @@ struct vdiskd {
     struct listener *listeners;         /* on worker 0 */
     struct watch sig_watch;             /* on worker 0 */
     struct control *control;            /* on worker 0 (control.c) */
+    struct vdiskd_tls *tls;             /* TLS credentials (tls.c), or NULL */
     bool stopping;                      /* atomic */
     unsigned nclients;                  /* atomic: connections alive, all workers */
+
+    /* limits (limits.c, loop.c), set from the options */
+    unsigned max_conns;                 /* --max-connections, 0: none */
+    unsigned max_conns_client;          /* --max-connections-per-client, 0: none */
+    unsigned handshake_timeout;         /* --handshake-timeout, seconds, 0: none */
+    unsigned max_inflight;              /* --max-inflight, per connection */
+    uint64_t payload_limit;             /* --max-payload-memory, 0: none */
+    uint64_t payload_used;              /* atomic: bytes of payload buffers */
+    unsigned payload_waiters;           /* atomic: clients waiting, all workers */
+    struct peer_table *peers;           /* connections per client address */
+    /* --user (privs.c) */
+    bool run_as;
+    uid_t run_uid;
+    gid_t run_gid;
+    char run_user[64];
 };
+
+/* ---- tls.c: TLS credentials ---- */
+
+/* Loads the credentials for mode (nothing for NBDS_TLS_OFF): x509 from
+ * certs_dir, PSKs from psk_file (either may be NULL, not both).  0, or a
+ * negative errno with the reason logged. */
+int tls_setup(struct vdiskd *d, enum nbds_tls_mode mode, const char *certs_dir,
+              const char *psk_file, bool verify_peer);
+enum nbds_tls_mode tls_mode(const struct vdiskd *d);
+/* nbds_config.tls_context (opaque: the worker). */
+void *tls_context(void *opaque);
+/* SIGHUP: the same files again; the old context stays if they fail. */
+void tls_reload(struct vdiskd *d);
+void tls_free(struct vdiskd *d);
 
 int worker_init(struct vdiskd *d, struct worker *w, unsigned id, bool stdio);
 /* Wakes worker w's loop (any thread). */
@@ -140,8 +182,10 @@ void loop_del(struct worker *w, struct watch *wt);
  * a signal asked to stop and every connection has ended, joins the others. */
 int loop_run(struct vdiskd *d);
 /* Starts serving a connected socket (takes ownership of fd) on the next
- * worker, round robin. */
-int client_start(struct vdiskd *d, int fd, const char *peer);
+ * worker, round robin; slot (limits_admit's, may be NULL) is released
+ * when the connection ends. */
+struct peer_slot;
+int client_start(struct vdiskd *d, int fd, const char *peer, struct peer_slot *slot);
 /* nbds_config.notify: a completion queued a reply. */
 void client_notify(void *opaque, struct nbds_conn *c);
 /* Disconnects every connection of worker w using ex (its owner), waits
@@ -150,6 +194,8 @@ void client_notify(void *opaque, struct nbds_conn *c);
 unsigned worker_disconnect_export(struct worker *w, struct export *ex, const char *why);
 /* An export's users (d->lock held): the peer of each, and the next. */
 const char *client_peer(const struct client *c);
+/* The supplementary groups of a unix socket client (access.c): how many. */
+size_t client_groups(const struct client *c, const uint32_t **out);
 struct client *client_user_next(const struct client *c);
 /* CLOCK_MONOTONIC in nanoseconds. */
 uint64_t vdiskd_now_ns(void);
@@ -161,8 +207,14 @@ void vdiskd_stop(struct vdiskd *d, const char *why);
 
 struct json_t;
 /* Listens on the control socket at path: mode 0600, or 0660 with the
- * group when group is not NULL. */
+ * group when group is not NULL.  Whatever the socket's mode, only the
+ * daemon's user, root and members of that group may talk to it. */
 int control_start(struct vdiskd *d, const char *path, const char *group);
+/* The read-only control socket (--control-ro): queries only, mode 0666,
+ * or 0660 with the group when group is not NULL (then only the daemon's
+ * user, root and members of either control group may connect). */
+int control_start_ro(struct vdiskd *d, const char *path, const char *group);
+/* Closes both sockets and every control client. */
 void control_stop(struct vdiskd *d);
 /* Sends an event to every control client; takes the reference of data
  * (NULL: an empty object).  On worker 0; control_event_post from any
@@ -229,8 +281,9 @@ void pools_closed_locked(struct vdiskd *d, const char *pool, const char *vol);
 /* True when name is a pool clone (or a snapshot of one): not served by
  * its own name (d->lock held). */
 bool pools_hidden_locked(struct vdiskd *d, const char *name);
-/* Adds pool/POOL entries to an NBD_OPT_LIST (d->lock held). */
-int pools_list_locked(struct vdiskd *d, struct nbds_list *l);
+/* Adds the pool/POOL entries who may open to an NBD_OPT_LIST (d->lock
+ * held). */
+int pools_list_locked(struct vdiskd *d, const struct vd_peer *who, struct nbds_list *l);
 /* Ends the sessions of an earlier run, then keeps spares on worker 0. */
 int pools_start(struct vdiskd *d);
 void pools_stop(struct vdiskd *d);
@@ -245,6 +298,67 @@ int space_parse(struct vdiskd *d, const char *arg);
 int space_start(struct vdiskd *d);
 void space_check(struct vdiskd *d);
 void space_stop(struct vdiskd *d);
+
+/* ---- limits.c: what one client may take ---- */
+
+#define VDISKD_MAX_CONNS 1024           /* default --max-connections */
+#define VDISKD_MAX_CONNS_CLIENT 256     /* default --max-connections-per-client */
+#define VDISKD_MAX_INFLIGHT 64          /* default --max-inflight */
+#define VDISKD_MAX_INFLIGHT_MAX 4096u
+#define VDISKD_PAYLOAD_MEMORY (1ull << 30)  /* default --max-payload-memory */
+#define VDISKD_PEER_KEY 64              /* "uid:1000", an IP address */
+
+/* Sets the defaults above (before the options). */
+void limits_defaults(struct vdiskd *d);
+/* The table of clients and the open-files limit (raised to its hard
+ * limit; a warning when --max-connections does not fit). */
+int limits_start(struct vdiskd *d);
+void limits_stop(struct vdiskd *d);
+/* A connection just accepted from client key (peer: for the log): 0 and
+ * *slot (for client_start), or -EUSERS when it is over a limit (logged,
+ * at most once a second per limit: the caller closes it).  Worker 0. */
+int limits_admit(struct vdiskd *d, const char *key, const char *peer, struct peer_slot **slot);
+/* A connection accepted on the spare descriptor and closed (listen.c):
+ * logged as refusals are. */
+void limits_out_of_fds(struct vdiskd *d, const char *spec);
+/* Logs the refusals not logged yet (worker 0, now and then). */
+void limits_tick(struct vdiskd *d);
+/* The connection of slot ended (any thread; NULL: nothing). */
+void limits_release(struct vdiskd *d, struct peer_slot *slot);
+/* The payload budget: takes n bytes, false when that would pass
+ * --max-payload-memory while something is held (a request larger than
+ * the whole budget still runs, alone); gives them back, waking the
+ * workers whose clients wait.  Any thread. */
+bool payload_take(struct vdiskd *d, uint64_t n);
+void payload_give(struct vdiskd *d, uint64_t n);
+/* nbds_config.payload_budget (opaque: the worker): a client refused
+ * waits in its worker's queue until budget_retry lets it go on. */
+extern const struct nbds_payload_budget payload_budget_hooks;
+/* Retries w's waiting clients, oldest first, until one is refused again
+ * (so that a large request is not passed forever by small ones). */
+void budget_retry(struct worker *w);
+/* Takes a client out of the queue (it is going away). */
+void budget_unwait(struct worker *w, struct budget_waiter *bw);
+/* loop.c, for the above: the client's waiter; asks nbd-server again
+ * (true: it waits no more, or has ended); parses what waited. */
+struct budget_waiter *client_waiter(struct client *c);
+bool client_payload_retry(struct client *c);
+void client_payload_resume(struct client *c);
+
+/* ---- privs.c: --user ---- */
+
+/* Parses --user USER[:GROUP] into d (names or numbers): 0, -EINVAL (no
+ * such user or group: a usage error) or -EPERM (not root), said on
+ * stderr. */
+int privs_parse(struct vdiskd *d, const char *arg);
+/* Opens the store as the --user user when there is one (its effective
+ * ids only, root's again afterwards): whatever the store creates then
+ * belongs to that user.  As vd_store_open. */
+int privs_store_open(struct vdiskd *d, const char *dir);
+/* Drops root for good (supplementary groups, group, user), and checks it
+ * cannot be regained: 0, or a negative errno (logged); the daemon must
+ * not go on after a failure. */
+int privs_drop(struct vdiskd *d);
 
 /* ---- listen.c: sockets ---- */
 
@@ -313,9 +427,12 @@ int export_get_locked(struct vdiskd *d, struct worker *w, const char *name, stru
 /* The same for a client's export name: an alias opens its target, a name
  * export-remove took away is -ENOENT, a pool name opens the session's
  * clone (for a query, query: the template version it would be a clone
- * of, *pool set); *read_only says whether this connection may only read. */
-int export_open_name(struct vdiskd *d, struct worker *w, const char *name, const char *peer,
-                     bool query, struct export **out, bool *read_only, bool *pool);
+ * of, *pool set); *read_only says whether this connection may only read.
+ * The access rules of the target decide first (access_check_locked):
+ * who is the client, peer its name for the log. */
+int export_open_name(struct vdiskd *d, struct worker *w, const char *name,
+                     const struct vd_peer *who, const char *peer, bool query,
+                     struct export **out, bool *read_only, bool *pool);
 /* export_get for a pool's clone (d->lock held): marks it with its pool. */
 int export_get_clone_locked(struct vdiskd *d, struct worker *w, const char *vol,
                             const char *pool, struct export **out);
@@ -342,13 +459,39 @@ bool export_served_locked(struct vdiskd *d, const char *name);
 void export_close_locked(struct vdiskd *d, struct export *ex);
 /* Closes the exports posted to worker w (its loop calls this). */
 void exports_close_posted(struct worker *w);
-/* Adds every volume, snapshot and template version to an NBD_OPT_LIST.
- * Takes d->lock. */
-int exports_list(struct vdiskd *d, struct nbds_list *l);
+/* Adds every volume, snapshot, template version, pool and alias that
+ * client who may open to an NBD_OPT_LIST.  Takes d->lock. */
+int exports_list(struct vdiskd *d, const struct vd_peer *who, struct nbds_list *l);
 /* Closes every export still open (shutdown). */
 void exports_close_all(struct vdiskd *d);
 /* "10 GiB" */
 void fmt_size(uint64_t n, char *out, size_t outlen);
+
+/* ---- access.c: who may open which export ---- */
+
+/* A connection's client as the access rules see it (libvdisk's vd_peer):
+ * p points into the connection's identity and into this struct, so both
+ * must outlive its use. */
+struct access_peer {
+    struct vd_peer p;
+    const char *alt[NBDS_MAX_SAN];
+};
+/* Fills ap for connection c (the --stdio one included: its peer is the
+ * unix socket on stdin, or the user who started the daemon). */
+void access_peer(struct nbds_conn *c, struct access_peer *ap);
+/* May peer p open export name (a store name, after aliases: VOL, VOL@SNAP,
+ * TPL, TPL@N, pool/POOL, pool/POOL/USER)?  0 (*read_only: only for
+ * reading), -ENOENT when its rules refuse it (as for an unknown name),
+ * -EACCES for pool/POOL/USER of another user, or a catalog error.  peer
+ * names the client in the log line of a refusal (NULL: no log).  d->lock
+ * held. */
+int access_check_locked(struct vdiskd *d, const char *name, const struct vd_peer *p,
+                        const char *peer, bool *read_only);
+/* True when LIST shows name to p (access_check_locked says 0). */
+bool access_listed_locked(struct vdiskd *d, const char *name, const struct vd_peer *p);
+/* The supplementary groups of a unix socket's peer (SO_PEERGROUPS): how
+ * many, in a malloc'ed array (*out, NULL when 0). */
+size_t peer_groups(int fd, uint32_t **out);
 
 /* ---- backend.c ---- */
 

@@ -38,6 +38,10 @@
 #      qcow2 -> vdk, vdk -> qcow2, vmdk -> vdk (and raw <-> qcow2/vmdk) of a
 #      4 GiB disk half full, side by side with qemu-img convert of the same
 #      images (goal: at least as fast).
+#   9. what TLS costs (tests/bench/bench-tls.sh): nbdcopy through vdiskd and
+#      through qemu-nbd, each plain and with x509 TLS, 4 KiB and 1 MiB
+#      requests both ways; the ratios TLS/plain (goal: vdiskd's at least
+#      qemu-nbd's).
 #
 # BENCH_SIZE_MIB (default 256) and BENCH_OPS (reads per run, default 200000)
 # scale 1 and 2; BENCH_STORE_CLONES (default 1000), BENCH_STORE_RUNS
@@ -202,10 +206,16 @@ rc=$?
 [ $rc = 0 ] || [ $rc = 77 ] || status=1
 echo
 
+# 9. what TLS costs, vdiskd beside qemu-nbd (bench-tls.sh; BENCH_TLS_SIZE,
+#    default 512M; BENCH_TLS_REPEAT, default 3).
+BUILD=$BUILD sh tests/bench/bench-tls.sh || status=1
+echo
+
 echo "Goals: vdisk depth 64 / depth 1 >= 0.9 (see the bench-read table above);"
 echo "write amplification (data) <= 1.1; snapshot create, rollback and linked clone"
 echo "in milliseconds, after/before close to 1; commit close to the copy time;"
 echo "boot storm: vdiskd's physical reads at most 1.1 x the template;"
 echo "guest writes during a background commit at least 0.7 x without one;"
-echo "image conversion at least as fast as qemu-img convert (ratio >= 1.0)."
+echo "image conversion at least as fast as qemu-img convert (ratio >= 1.0);"
+echo "TLS costs vdiskd no more than it costs qemu-nbd."
 exit $status
