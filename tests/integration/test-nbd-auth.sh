@@ -79,21 +79,21 @@ hasnt() {
     ! printf '%s\n' "$l" | grep -qx "$2" || fail "$1 sees $2"
 }
 
-# probe WHO NAME [write]: opens NAME as WHO with the python module (strict
-# mode off, so a write reaches the server) and prints "rw" or "ro" and the
-# first byte, then "write ok" or "write EPERM" if asked; "refused: MSG"
-# when the open fails.  Exit 0 either way.
-probe() {
-    who=$1
-    shift
-    if [ "$who" = nobody ]; then set -- as_nobody "$PY" - "$SOCK" "$@"; else set -- "$PY" - "$SOCK" "$@"; fi
-    "$@" <<'PYEOF'
+# probe_uri URI NAME [write]: opens URI with the python module (strict
+# mode off, so a write reaches the server; local files allowed, for TLS
+# credentials) and prints "rw" or "ro" and the first byte, then "write ok"
+# or "write EPERM" if asked; "refused: MSG" (NAME replaced by "NAME") when
+# the open fails.  Exit 0 either way.  $RUN, if set, runs it (as_nobody).
+RUN=
+probe_uri() {
+    $RUN "$PY" - "$@" <<'PYEOF'
 import nbd, sys
-sock, name = sys.argv[1:3]
+uri, name = sys.argv[1:3]
 h = nbd.NBD()
 h.set_strict_mode(0)
+h.set_uri_allow_local_file(True)
 try:
-    h.connect_uri("nbd+unix:///%s?socket=%s" % (name, sock))
+    h.connect_uri(uri)
 except nbd.Error as e:
     print("refused:", e.string.replace(name, "NAME"))
     sys.exit(0)
@@ -106,6 +106,15 @@ if len(sys.argv) > 3:
         print("write", e.errno)
 h.shutdown()
 PYEOF
+}
+# probe WHO NAME [write]: probe_uri of NAME on the unix socket, as WHO
+# (root or nobody).
+probe() {
+    who=$1 name=$2
+    shift 2
+    if [ "$who" = nobody ]; then RUN=as_nobody; fi
+    probe_uri "nbd+unix:///$name?socket=$SOCK" "$name" "$@"
+    RUN=
 }
 # expect WHO NAME WANT [write]: probe's output is WANT.
 expect() {
@@ -425,33 +434,16 @@ extendedKeyUsage=clientAuth'
     vdisk export allow sec psk:bob >/dev/null || fail "allow psk:bob"
     start_daemon --listen "tcp:127.0.0.1:$port" --tls-certs "$C/srv" --tls-psk "$C/keys.psk"
 
-    # tprobe WHO NAME [write]: as probe, over TLS, WHO a certificate (a
-    # cli-WHO folder) or psk:ID.
+    # tprobe WHO NAME [write]: probe_uri over TLS, WHO a certificate (a
+    # cli-WHO folder) or psk:ID; "refused" however the open failed.
     tprobe() {
         case $1 in
         psk:*) id=${1#psk:}; u="nbds://$id@127.0.0.1:$port/$2?tls-psk-file=$C/$id.psk" ;;
         *) u="nbds://127.0.0.1:$port/$2?tls-certificates=$C/cli-$1" ;;
         esac
+        n=$2
         shift 2
-        "$PY" - "$u" "$@" <<'PYEOF'
-import nbd, sys
-h = nbd.NBD()
-h.set_uri_allow_local_file(True)
-h.set_strict_mode(0)
-try:
-    h.connect_uri(sys.argv[1])
-except nbd.Error as e:
-    print("refused")
-    sys.exit(0)
-print("ro" if h.is_read_only() else "rw", "%02x" % h.pread(512, 0)[0])
-if len(sys.argv) > 2:
-    try:
-        h.pwrite(b"\xcd" * 512, 8192)
-        print("write ok")
-    except nbd.Error as e:
-        print("write", e.errno)
-h.shutdown()
-PYEOF
+        probe_uri "$u" "$n" "$@" | sed 's/^refused:.*/refused/'
     }
     texpect() {
         t_who=$1 t_name=$2 t_want=$3
