@@ -373,10 +373,8 @@ static void loop_once(struct vmm *v, int max_wait, bool control)
         /* Parked vCPUs take no completions: deliver them from here, the
          * emulator being idle. */
         vm_run_completions(vm, &vm->cpus[0]);
-    } else if (atomic_load(&vm->done_pending)) {
-        vm->accel->kick(&vm->cpus[0]);      /* a kick can miss: again soon */
-        timeout = min_timeout(timeout, 1);
     }
+    /* Otherwise the vCPU takes them: vm_complete kicked it. */
 
     fds[n++] = (struct pollfd){ .fd = vm->wake_fd, .events = POLLIN };
     fds[n++] = (struct pollfd){ .fd = v->sig_fd, .events = POLLIN };
@@ -561,19 +559,7 @@ static void stop_everything(struct vmm *v)
     struct vm *vm = &v->vm;
     int64_t end;
 
-    vm_stop(vm, VM_QUIT);               /* keeps the first reason */
-    /* Kicks can be missed: repeat until every vCPU thread has returned. */
-    for (;;) {
-        unsigned running;
-
-        pthread_mutex_lock(&vm->run_lock);
-        running = vm->running;
-        pthread_mutex_unlock(&vm->run_lock);
-        if (running == 0)
-            break;
-        vm_stop(vm, VM_QUIT);
-        loop_once(v, 10, false);
-    }
+    vm_stop(vm, VM_QUIT);               /* keeps the first reason; kicks every vCPU */
     vm_join(vm);
     /* Let requests in flight finish, then flush and disconnect. */
     end = now_ms() + 5000;

@@ -378,26 +378,14 @@ void vm_pause(struct vm *vm)
     pthread_mutex_lock(&vm->run_lock);
     atomic_store(&vm->pause_req, true);
     pthread_mutex_unlock(&vm->run_lock);
-    for (;;) {
-        struct timespec ts;
-        bool done;
-
-        kick_all(vm);
-        pthread_mutex_lock(&vm->run_lock);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 1000000;          /* a kick can miss: kick again */
-        if (ts.tv_nsec >= 1000000000) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000;
-        }
-        /* Threads that ended (a halt, a fault) count as parked. */
-        if (vm->paused < vm->running)
-            pthread_cond_timedwait(&vm->run_cond, &vm->run_lock, &ts);
-        done = vm->paused >= vm->running;
-        pthread_mutex_unlock(&vm->run_lock);
-        if (done)
-            return;
-    }
+    /* No kick is lost (each accelerator's run looks at pause_req after it
+     * clears its kick), so one each is enough. */
+    kick_all(vm);
+    pthread_mutex_lock(&vm->run_lock);
+    /* Threads that ended (a halt, a fault) count as parked. */
+    while (vm->paused < vm->running)
+        pthread_cond_wait(&vm->run_cond, &vm->run_lock);
+    pthread_mutex_unlock(&vm->run_lock);
 }
 
 bool vm_all_parked(struct vm *vm)

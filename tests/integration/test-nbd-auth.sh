@@ -116,14 +116,15 @@ probe() {
     probe_uri "nbd+unix:///$name?socket=$SOCK" "$name" "$@"
     RUN=
 }
-# expect WHO NAME WANT [write]: probe's output is WANT.
-expect() {
-    e_who=$1 e_name=$2 e_want=$3
-    shift 3
-    got=$(probe "$e_who" "$e_name" "$@" | tr '\n' ' ' | sed 's/ $//')
-    [ "$got" = "$e_want" ] || fail "$e_who opening $e_name: expected '$e_want', got '$got'"
-    echo "$e_who $e_name: $got"
+# expect_with PROBE WHO NAME WANT [write]: PROBE's output (one line) is WANT.
+expect_with() {
+    e_probe=$1 e_who=$2 e_name=$3 e_want=$4
+    shift 4
+    got=$("$e_probe" "$e_who" "$e_name" "$@" | tr '\n' ' ' | sed 's/ $//')
+    [ "$got" = "$e_want" ] || fail "$e_probe: $e_who opening $e_name: expected '$e_want', got '$got'"
+    echo "$e_probe: $e_who $e_name: $got"
 }
+expect() { expect_with probe "$@"; }
 UNKNOWN=$(probe nobody nosuch)
 echo "an unknown name: $UNKNOWN"
 case $UNKNOWN in refused:*) ;; *) fail "an unknown export was opened" ;; esac
@@ -445,13 +446,7 @@ extendedKeyUsage=clientAuth'
         shift 2
         probe_uri "$u" "$n" "$@" | sed 's/^refused:.*/refused/'
     }
-    texpect() {
-        t_who=$1 t_name=$2 t_want=$3
-        shift 3
-        got=$(tprobe "$t_who" "$t_name" "$@" | tr '\n' ' ' | sed 's/ $//')
-        [ "$got" = "$t_want" ] || fail "$t_who opening $t_name over TLS: expected '$t_want', got '$got'"
-        echo "$t_who $t_name (TLS): $got"
-    }
+    texpect() { expect_with tprobe "$@"; }
     texpect alice sec "ro 77 write EPERM" write
     texpect dave sec "rw 77 write ok" write
     texpect carol sec "refused"
